@@ -70,9 +70,7 @@ def build(spec: GoBuild) -> Path:
     """Build (or reuse) the binaries of spec; return the directory holding them."""
     out = spec.outdir
     stamp = out / ".spec.json"
-    if stamp.is_file() and stamp.read_text() == spec.stamp() and all(
-        (out / b).is_file() for b in spec.binaries
-    ):
+    if stamp.is_file() and stamp.read_text() == spec.stamp() and all((out / b).is_file() for b in spec.binaries):
         return out
     with step(f"go build {spec.name} {spec.version} ({', '.join(spec.binaries)})"):
         tmp = out.with_name(out.name + ".tmp")
