@@ -89,9 +89,13 @@ def build(spec: GoBuild) -> Path:
             lines += [f"replace {m} => {m} {v}" for m, v in sorted(spec.replace.items())]
             (src / "go.mod").write_text("\n".join(lines) + "\n")
             run(["go", "get", f"{spec.module}@{spec.version}"], cwd=src, env=env)
+            # One `go build` for all packages: they share compiled dependencies
+            # and link in parallel. Binaries are named after their package.
+            log(f"  compiling {', '.join(spec.binaries)}")
+            run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
             for binary, package in spec.binaries.items():
-                log(f"  compiling {binary}")
-                run(["go", "build", *flags, "-o", tmp / binary, package], cwd=src, env=env)
+                if Path(package).name != binary:
+                    (tmp / Path(package).name).rename(tmp / binary)
         else:
             env["GOBIN"] = str(tmp)
             for binary, package in spec.binaries.items():
