@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +53,14 @@ class GoBuild:
 
     def stamp(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+
+def default_binary_name(package: str) -> str:
+    """The file name `go build` gives a main package (a /vN suffix is skipped)."""
+    parts = package.split("/")
+    if len(parts) > 1 and re.fullmatch(r"v[0-9]+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
 
 
 def _env(spec: GoBuild) -> dict[str, str]:
@@ -94,14 +103,14 @@ def build(spec: GoBuild) -> Path:
             log(f"  compiling {', '.join(spec.binaries)}")
             run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
             for binary, package in spec.binaries.items():
-                if Path(package).name != binary:
-                    (tmp / Path(package).name).rename(tmp / binary)
+                if default_binary_name(package) != binary:
+                    (tmp / default_binary_name(package)).rename(tmp / binary)
         else:
             env["GOBIN"] = str(tmp)
             for binary, package in spec.binaries.items():
                 log(f"  compiling {binary}")
                 run(["go", "install", *flags, f"{package}@{spec.version}"], env=env)
-                built = tmp / Path(package).name
+                built = tmp / default_binary_name(package)
                 if built.name != binary:
                     built.rename(tmp / binary)
         (tmp / ".spec.json").write_text(spec.stamp())
