@@ -1,0 +1,207 @@
+"""The lab cluster end to end: idempotent converge, Ready nodes, a pod network
+that spans nodes, cluster DNS, and a worker that survives a reboot.
+
+Needs the lab (make lab-up), the mirror and a first run of playbooks/cluster.yml:
+`.venv/bin/python -m pytest -m cluster tests/cluster -x -q -s`
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import testinfra
+from kubernetes import client
+from kubernetes.stream import stream
+
+from lab.paths import REPO
+from tests.conftest import VENV_BIN, run_tool
+from tests.node.lab_inventory import Inventory, setting, ssh_host_url
+
+pytestmark = pytest.mark.cluster
+
+APP_IMAGE_NAME = "tiny-http-app:1.0.0"
+APP_PORT = 8080
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def run_cluster_playbook(inventory: Inventory) -> tuple[float, dict[str, tuple[int, int, int]], str]:
+    started = time.monotonic()
+    result = run_tool(
+        [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml"], check=False
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    recap = {
+        host: (int(changed), int(unreachable), int(failed))
+        for host, changed, unreachable, failed in RECAP.findall(result.stdout)
+    }
+    return elapsed, recap, result.stdout
+
+
+def test_cluster_playbook_second_run_changes_nothing(inventory: Inventory):
+    first, _, _ = run_cluster_playbook(inventory)
+    second, recap, output = run_cluster_playbook(inventory)
+    print(f"\ncluster.yml: run before {first:.0f}s, second run {second:.0f}s, changed per host {recap}")
+    assert set(inventory.nodes) <= set(recap), output[-3000:]
+    changed = {host: counts[0] for host, counts in recap.items() if counts[0]}
+    assert changed == {}, "second run changed something:\n" + "\n".join(
+        line for line in output.splitlines() if line.startswith("changed:")
+    )
+
+
+def ready_status(node: client.V1Node) -> str | None:
+    return next((c.status for c in node.status.conditions or [] if c.type == "Ready"), None)
+
+
+def test_every_inventory_node_is_ready(core: client.CoreV1Api, inventory: Inventory):
+    nodes = {node.metadata.name: ready_status(node) for node in core.list_node().items}
+    assert {name: nodes.get(name) for name in inventory.nodes} == dict.fromkeys(inventory.nodes, "True")
+
+
+# ---------------------------------------------------------------- pods on the workers
+
+
+@pytest.fixture(scope="module")
+def namespace(core: client.CoreV1Api) -> Iterator[str]:
+    name = f"cluster-e2e-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def app_image(inventory: Inventory) -> str:
+    registry = setting(inventory, inventory.master, "cluster_image_registry")
+    return f"{registry}/{APP_IMAGE_NAME}" if registry else APP_IMAGE_NAME
+
+
+def start_app_pod(core: client.CoreV1Api, namespace: str, node: str, image: str) -> str:
+    """The app (gunicorn, python inside) pinned to one node; returns the pod name."""
+    name = f"app-{node}-{uuid.uuid4().hex[:5]}"
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"test": "cluster-e2e"}),
+        spec=client.V1PodSpec(
+            node_name=node,
+            termination_grace_period_seconds=1,
+            containers=[
+                client.V1Container(
+                    name="app",
+                    image=image,
+                    ports=[client.V1ContainerPort(container_port=APP_PORT)],
+                    readiness_probe=client.V1Probe(
+                        http_get=client.V1HTTPGetAction(path="/health", port=APP_PORT), period_seconds=1
+                    ),
+                )
+            ],
+        ),
+    )
+    core.create_namespaced_pod(namespace, pod)
+    return name
+
+
+def wait_ready(core: client.CoreV1Api, namespace: str, name: str, timeout: float = 180) -> client.V1Pod:
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = core.read_namespaced_pod(name, namespace)
+        conditions = {c.type: c.status for c in pod.status.conditions or []}
+        if conditions.get("Ready") == "True" and pod.status.pod_ip:
+            return pod
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pod {name} not Ready after {timeout:.0f}s: {pod.status}")
+        time.sleep(1)
+
+
+def exec_python(core: client.CoreV1Api, namespace: str, pod: str, code: str) -> str:
+    return stream(
+        core.connect_get_namespaced_pod_exec,
+        pod,
+        namespace,
+        command=["python3", "-c", code],
+        stderr=True,
+        stdout=True,
+        stdin=False,
+        tty=False,
+    )
+
+
+def fetch_from(core: client.CoreV1Api, namespace: str, client_pod: str, address: str) -> str:
+    code = (
+        "import urllib.request; "
+        f"print(urllib.request.urlopen('http://{address}:{APP_PORT}/health', timeout=5).read().decode())"
+    )
+    return exec_python(core, namespace, client_pod, code)
+
+
+def pods_on_each_worker(core: client.CoreV1Api, namespace: str, inventory: Inventory, image: str) -> list[client.V1Pod]:
+    if len(inventory.workers) < 2:
+        pytest.skip("needs two workers")
+    names = [start_app_pod(core, namespace, worker, image) for worker in inventory.workers[:2]]
+    return [wait_ready(core, namespace, name) for name in names]
+
+
+def assert_pods_reach_each_other(core: client.CoreV1Api, namespace: str, pods: list[client.V1Pod]) -> None:
+    first, second = pods
+    assert first.spec.node_name != second.spec.node_name
+    for source, target in ((first, second), (second, first)):
+        answer = fetch_from(core, namespace, source.metadata.name, target.status.pod_ip)
+        assert '"healthy"' in answer, f"{source.spec.node_name} -> {target.status.pod_ip}: {answer}"
+
+
+def test_pod_on_each_worker_reaches_the_other(core, namespace, inventory, app_image):
+    pods = pods_on_each_worker(core, namespace, inventory, app_image)
+    assert_pods_reach_each_other(core, namespace, pods)
+
+
+def test_cluster_dns_resolves_kubernetes_default(core, namespace, inventory, app_image):
+    name = start_app_pod(core, namespace, inventory.workers[0], app_image)
+    wait_ready(core, namespace, name)
+    service_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    answer = exec_python(core, namespace, name, "import socket; print(socket.gethostbyname('kubernetes.default'))")
+    assert answer.strip() == service_ip
+
+
+# ---------------------------------------------------------------- reboot
+
+
+def node_heartbeat(core: client.CoreV1Api, name: str) -> tuple[str | None, datetime | None]:
+    node = core.read_node(name)
+    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+    return (ready.status, ready.last_heartbeat_time) if ready else (None, None)
+
+
+def test_worker_reboot_keeps_settings_and_node_returns_ready(core, namespace, inventory, app_image):
+    worker = inventory.workers[-1]
+    started = time.monotonic()
+    result = run_tool([VENV_BIN / "python", "-m", "lab", "reboot", worker], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    back = datetime.now(UTC)
+    # Ready again means a heartbeat from the rebooted kubelet, not the stale pre-reboot status.
+    deadline = time.monotonic() + 300
+    while True:
+        status, heartbeat = node_heartbeat(core, worker)
+        if status == "True" and heartbeat and heartbeat > back:
+            break
+        assert time.monotonic() < deadline, f"{worker} not Ready after the reboot: {status} {heartbeat}"
+        time.sleep(2)
+    print(f"\n{worker}: rebooted and Ready again in {time.monotonic() - started:.0f}s")
+
+    host = testinfra.get_host(ssh_host_url(worker))
+    assert host.file("/proc/swaps").content_string.splitlines()[1:] == []
+    for name in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.ipv4.ip_forward"):
+        assert host.sysctl(name) == 1, name
+    assert host.service("kubelet").is_running
+    assert host.service(
+        "containerd" if setting(inventory, worker, "cluster_container_runtime") == "containerd" else "crio"
+    ).is_running
+    if setting(inventory, worker, "cluster_pod_network") == "bridge":
+        routes = host.check_output("ip -4 route show")
+        others = [n for n in core.list_node().items if n.metadata.name != worker]
+        for node in others:
+            assert node.spec.pod_cidr in routes, f"no route to {node.metadata.name}'s pods after the reboot"
+    # and the pod network still spans the nodes
+    assert_pods_reach_each_other(core, namespace, pods_on_each_worker(core, namespace, inventory, app_image))
