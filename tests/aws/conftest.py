@@ -1,0 +1,220 @@
+"""A real moto_server process standing in for AWS, and the real playbooks run against it.
+
+AWS cannot be reached from CI. Only the endpoint differs from a real account:
+amazon.aws, boto3 and the aws_ec2 inventory plugin run unmodified, pointed at
+moto through AWS_ENDPOINT_URL, with dummy credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import VENV_BIN, run_tool
+
+REGION = "us-east-1"
+# Canonical-looking AMIs moto serves (MOTO_AMIS_PATH): one right answer and decoys.
+AMIS_FILE = Path(__file__).with_name("amis.json")
+NEWEST_JAMMY_AMD64 = "ami-0b22222222222222b"
+CANONICAL = "099720109477"
+ADMIN_CIDR = "203.0.113.7/32"
+RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Moto:
+    endpoint: str
+
+    def env(self, cluster_name: str) -> dict[str, str]:
+        """What a user exports for a real account, with moto's endpoint and dummy keys."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            # no profile or credentials of the person running the tests may leak in
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "CLUSTER_NAME": cluster_name,
+            "ANSIBLE_NOCOLOR": "1",
+        }
+
+    def ec2(self) -> Any:
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def reset(self) -> None:
+        """Forget every resource (AMIs are seeded again from MOTO_AMIS_PATH)."""
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            env={"PATH": str(VENV_BIN), "MOTO_AMIS_PATH": str(AMIS_FILE)},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"moto_server did not start on {endpoint}:\n{log.read_text()}")
+                    time.sleep(0.2)
+            yield Moto(endpoint)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def public_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
+    run_tool(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aws-tests", "-f", key])
+    return key.with_suffix(".pub")
+
+
+@dataclass
+class PlaybookRun:
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.result.returncode == 0
+
+    @property
+    def changed(self) -> int:
+        """changed= of the PLAY RECAP, summed over the plays."""
+        recaps = RECAP.findall(self.result.stdout)
+        assert recaps, f"no PLAY RECAP in:\n{self.output}"
+        return sum(int(changed) for _, changed, _, _ in recaps)
+
+
+def run_playbook(moto: Moto, playbook: str, cluster_name: str, extra_vars: dict[str, Any]) -> PlaybookRun:
+    """ansible-playbook as a user runs it, with the default (aws_ec2) inventory."""
+    argv = [VENV_BIN / "ansible-playbook", playbook]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    return PlaybookRun(run_tool(argv, check=False, **moto.env(cluster_name)))
+
+
+def provision_vars(cluster_name: str, public_key: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "cluster_name": cluster_name,
+        "ec2_region": REGION,
+        "ec2_admin_cidr": ADMIN_CIDR,
+        "ec2_ssh_public_key_path": str(public_key),
+        # moto's instances have no sshd behind their addresses
+        "ec2_wait_for_ssh": False,
+        **overrides,
+    }
+
+
+def provision(moto: Moto, cluster_name: str, public_key: Path, **overrides: Any) -> PlaybookRun:
+    return run_playbook(moto, "playbooks/provision.yml", cluster_name, provision_vars(cluster_name, public_key, **overrides))
+
+
+def teardown(moto: Moto, cluster_name: str | None) -> PlaybookRun:
+    extra = {"cluster_name": cluster_name, "ec2_region": REGION} if cluster_name else {}
+    return run_playbook(moto, "playbooks/teardown.yml", cluster_name or "", extra)
+
+
+def tag_filter(cluster_name: str) -> list[dict[str, Any]]:
+    return [{"Name": "tag:Cluster", "Values": [cluster_name]}]
+
+
+def live_instances(ec2: Any, filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    filters = [*(filters or []), {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    return [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+
+
+def tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def snapshot(ec2: Any) -> dict[str, set[str]]:
+    """The id of every resource in the region, by kind: what a run may have created or deleted."""
+    return {
+        "vpcs": {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]},
+        "subnets": {s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]},
+        "internet_gateways": {g["InternetGatewayId"] for g in ec2.describe_internet_gateways()["InternetGateways"]},
+        "route_tables": {t["RouteTableId"] for t in ec2.describe_route_tables()["RouteTables"]},
+        "security_groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
+        "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
+        "instances": {i["InstanceId"] for i in live_instances(ec2)},
+        "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]},
+    }
+
+
+def tagged(ec2: Any, cluster_name: str) -> dict[str, list[str]]:
+    """Every resource still carrying Cluster=<cluster_name>, by kind (terminated instances excluded)."""
+    f = tag_filter(cluster_name)
+    found = {
+        "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]],
+        "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]],
+        "internet_gateways": [
+            g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=f)["InternetGateways"]
+        ],
+        "route_tables": [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=f)["RouteTables"]],
+        "security_groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=f)["SecurityGroups"]],
+        "key_pairs": [k["KeyName"] for k in ec2.describe_key_pairs(Filters=f)["KeyPairs"]],
+        "instances": [i["InstanceId"] for i in live_instances(ec2, f)],
+        "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=f)["Volumes"]],
+    }
+    return {kind: ids for kind, ids in found.items() if ids}
+
+
+def inventory(moto: Moto, cluster_name: str) -> dict[str, Any]:
+    """`ansible-inventory -i inventory/aws_ec2.yml --list` against moto, parsed."""
+    result = run_tool(
+        [VENV_BIN / "ansible-inventory", "-i", "inventory/aws_ec2.yml", "--list"], **moto.env(cluster_name)
+    )
+    return _plain(json.loads(result.stdout))
+
+
+def _plain(value: Any) -> Any:
+    """Drop ansible-core 2.19's {"__ansible_unsafe": ...} wrappers from --list output."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
