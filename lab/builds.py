@@ -14,13 +14,38 @@ KUBERNETES_BUILD_DATE = "2025-03-11T17:41:05Z"
 
 # k8s.io/kubernetes replaces each staging module with ./staging/src/...; a
 # dependency's replaces are ignored, so the wrapper pins the published copies.
-KUBERNETES_STAGING = (
-    "api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider"
-    " cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api"
-    " csi-translation-lib dynamic-resource-allocation endpointslice kms kube-aggregator"
-    " kube-controller-manager kube-proxy kube-scheduler kubectl kubelet legacy-cloud-providers metrics"
-    " mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
-).split()
+KUBERNETES_STAGING = [
+    "api",
+    "apiextensions-apiserver",
+    "apimachinery",
+    "apiserver",
+    "cli-runtime",
+    "client-go",
+    "cloud-provider",
+    "cluster-bootstrap",
+    "code-generator",
+    "component-base",
+    "component-helpers",
+    "controller-manager",
+    "cri-api",
+    "csi-translation-lib",
+    "dynamic-resource-allocation",
+    "endpointslice",
+    "kms",
+    "kube-aggregator",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "legacy-cloud-providers",
+    "metrics",
+    "mount-utils",
+    "pod-security-admission",
+    "sample-apiserver",
+    "sample-cli-plugin",
+    "sample-controller",
+]
 
 
 def _kubernetes_ldflags() -> str:
@@ -60,3 +85,78 @@ KUBERNETES = GoBuild(
     ldflags=_kubernetes_ldflags(),
     replace={f"k8s.io/{name}": "v0" + KUBERNETES_VERSION.removeprefix("v1") for name in KUBERNETES_STAGING},
 )
+
+# The version kubeadm v1.29.15 pulls (`kubeadm config images list`); a replace
+# in etcd's root module keeps `go install` away, so it goes through a wrapper
+# that pins its sibling modules to the same tag.
+ETCD_VERSION = "v3.5.16"
+ETCD_IMAGE_TAG = ETCD_VERSION.lstrip("v") + "-0"
+ETCD_COMMIT = "f20bbadd404b57c776d1e8876cefd1ac29b03fb5"
+ETCD = GoBuild(
+    name="etcd",
+    version=ETCD_VERSION,
+    module="go.etcd.io/etcd/v3",
+    # etcd's main package lives in the server module (server/main.go)
+    binaries={"etcd": "go.etcd.io/etcd/server/v3", "etcdctl": "go.etcd.io/etcd/etcdctl/v3"},
+    ldflags=f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={ETCD_COMMIT[:8]}",
+    replace={
+        f"go.etcd.io/etcd/{name}": ETCD_VERSION
+        for name in (
+            "api/v3",
+            "client/pkg/v3",
+            "client/v3",
+            "etcdctl/v3",
+            "etcdutl/v3",
+            "pkg/v3",
+            "raft/v3",
+            "server/v3",
+            "tests/v3",
+        )
+    }
+    | {"go.etcd.io/etcd/client/v2": "v2.305" + ETCD_VERSION.removeprefix("v3.5")},
+)
+
+# The proxy serves cri-tools only at v1.34.0 and v1.37.0 here; crictl talks to
+# the CRI v1 API that kubelet 1.29 and containerd 1.6 speak, and kubeadm 1.29
+# only needs `crictl` on PATH.
+CRICTL_VERSION = "v1.34.0"
+CRICTL = GoBuild(
+    name="crictl",
+    version=CRICTL_VERSION,
+    module="sigs.k8s.io/cri-tools",
+    binaries={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
+    ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={CRICTL_VERSION}",
+)
+
+COREDNS_VERSION = "v1.11.1"
+COREDNS_COMMIT = "ae2bbc29be1aaae0b3ded5d188968a6c97bb3144"
+COREDNS = GoBuild(
+    name="coredns",
+    version=COREDNS_VERSION,
+    module="github.com/coredns/coredns",
+    binaries={"coredns": "github.com/coredns/coredns"},
+    ldflags=f"-s -w -X github.com/coredns/coredns/coremain.GitCommit={COREDNS_COMMIT[:7]}",
+)
+
+# What the kubernetes-cni package ships (every Linux plugin of the release).
+CNI_PLUGINS_VERSION = "v1.4.0"
+CNI_PLUGIN_PACKAGES = {
+    "ipam": ("dhcp", "host-local", "static"),
+    "main": ("bridge", "dummy", "host-device", "ipvlan", "loopback", "macvlan", "ptp", "tap", "vlan"),
+    "meta": ("bandwidth", "firewall", "portmap", "sbr", "tuning", "vrf"),
+}
+CNI_PLUGINS = GoBuild(
+    name="cni-plugins",
+    version=CNI_PLUGINS_VERSION,
+    module="github.com/containernetworking/plugins",
+    binaries={
+        name: f"github.com/containernetworking/plugins/plugins/{kind}/{name}"
+        for kind, names in CNI_PLUGIN_PACKAGES.items()
+        for name in names
+    },
+    ldflags="-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion="
+    + CNI_PLUGINS_VERSION,
+)
+
+# Builds the mirror needs beyond Kubernetes, in the order they are made.
+MIRROR_BUILDS = (KUBERNETES, CNI_PLUGINS, CRICTL, ETCD, COREDNS)

@@ -75,11 +75,20 @@ def _env(spec: GoBuild) -> dict[str, str]:
     return env
 
 
+def is_current(spec: GoBuild) -> bool:
+    """Whether the cache holds every binary of spec, built from this very spec."""
+    stamp = spec.outdir / ".spec.json"
+    return (
+        stamp.is_file()
+        and stamp.read_text() == spec.stamp()
+        and all((spec.outdir / b).is_file() for b in spec.binaries)
+    )
+
+
 def build(spec: GoBuild) -> Path:
     """Build (or reuse) the binaries of spec; return the directory holding them."""
     out = spec.outdir
-    stamp = out / ".spec.json"
-    if stamp.is_file() and stamp.read_text() == spec.stamp() and all((out / b).is_file() for b in spec.binaries):
+    if is_current(spec):
         return out
     with step(f"go build {spec.name} {spec.version} ({', '.join(spec.binaries)})"):
         tmp = out.with_name(out.name + ".tmp")
@@ -113,6 +122,10 @@ def build(spec: GoBuild) -> Path:
                 built = tmp / default_binary_name(package)
                 if built.name != binary:
                     built.rename(tmp / binary)
+        missing = [binary for binary in spec.binaries if not (tmp / binary).is_file()]
+        if missing:
+            # e.g. a package that is not `main`: go build compiles it and writes nothing
+            raise ValueError(f"go build wrote no {', '.join(missing)}")
         (tmp / ".spec.json").write_text(spec.stamp())
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)

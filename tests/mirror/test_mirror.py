@@ -1,0 +1,306 @@
+"""The offline mirror: pinned versions, packages like pkgs.k8s.io's, signed
+repositories that apt accepts, and every kubeadm image in the registry.
+
+The session fixture runs `make mirror`'s build (seconds when warm). Tests that
+need the running lab (a node's apt, the services on the bridge) skip, saying
+why, when it is not up.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lab import builds, mirror, mirror_apt, mirror_images
+from lab.gobuild import GO_CACHE
+from lab.paths import CACHE
+from lab.rootfs import debootstrap
+
+pytestmark = pytest.mark.mirror
+
+K8S = builds.KUBERNETES_VERSION
+DEB_VERSION = K8S.lstrip("v") + "-1.1"
+LAB_READY = CACHE / "handoff" / "lab-ready"
+SSH_KEY = CACHE / "ssh" / "id_ed25519"
+MASTER = "10.77.0.11"
+
+
+def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, check=check, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.fixture(scope="session")
+def built_mirror() -> None:
+    mirror.build_mirror()
+    assert mirror.is_built()
+
+
+def binary(spec: builds.GoBuild, name: str) -> Path:
+    return GO_CACHE / f"{spec.name}-{spec.version}" / name
+
+
+# --- the pinned builds report their versions -----------------------------------
+
+
+def test_kubernetes_binaries_report_the_pinned_version(built_mirror: None) -> None:
+    assert run([binary(builds.KUBERNETES, "kubeadm"), "version", "-o", "short"]).stdout.strip() == K8S
+    assert run([binary(builds.KUBERNETES, "kubelet"), "--version"]).stdout.strip() == f"Kubernetes {K8S}"
+    client = json.loads(run([binary(builds.KUBERNETES, "kubectl"), "version", "--client", "-o", "json"]).stdout)
+    assert client["clientVersion"]["gitVersion"] == K8S
+    assert client["clientVersion"]["gitTreeState"] == "clean"
+    for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
+        assert run([binary(builds.KUBERNETES, component), "--version"]).stdout.strip() == f"Kubernetes {K8S}"
+
+
+def test_runtime_tools_report_their_pinned_versions(built_mirror: None) -> None:
+    crictl = run([binary(builds.CRICTL, "crictl"), "--version"]).stdout
+    assert crictl.strip() == f"crictl version {builds.CRICTL_VERSION}"
+    etcd = run([binary(builds.ETCD, "etcd"), "--version"]).stdout
+    assert f"etcd Version: {builds.ETCD_VERSION.lstrip('v')}" in etcd
+    coredns = run([binary(builds.COREDNS, "coredns"), "-version"]).stdout
+    assert coredns.startswith(f"CoreDNS-{builds.COREDNS_VERSION.lstrip('v')}")
+    for plugin in ("bridge", "host-local", "loopback", "portmap", "bandwidth", "firewall", "tuning"):
+        out = run([binary(builds.CNI_PLUGINS, plugin)], check=False, env={"CNI_COMMAND": "VERSION"}).stdout
+        assert json.loads(out)["cniVersion"] == "1.0.0", plugin
+        version = run([binary(builds.CNI_PLUGINS, plugin), "--version"], check=False)
+        assert f"plugin {builds.CNI_PLUGINS_VERSION}" in version.stdout + version.stderr, plugin
+
+
+def test_kubeadm_pulls_exactly_the_images_the_registry_holds(built_mirror: None) -> None:
+    listed = run(
+        [
+            binary(builds.KUBERNETES, "kubeadm"),
+            "config",
+            "images",
+            "list",
+            "--kubernetes-version",
+            K8S,
+            "--image-repository",
+            mirror.REGISTRY,
+        ]
+    ).stdout.split()
+    expected = [f"{mirror.REGISTRY}/{image}" for image in mirror_images.expected_images()]
+    assert sorted(listed) == sorted(image for image in expected if "tiny-http-app" not in image)
+
+
+# --- packages like pkgs.k8s.io's ------------------------------------------------------
+
+
+def deb(name: str) -> Path:
+    matches = sorted((mirror_apt.CORE_REPO / "amd64").glob(f"{name}_*_amd64.deb"))
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def deb_field(name: str, field: str) -> str:
+    return run(["dpkg-deb", "--field", deb(name), field]).stdout.strip()
+
+
+def deb_files(name: str) -> set[str]:
+    listing = run(["dpkg-deb", "--contents", deb(name)]).stdout.splitlines()
+    return {line.split()[-1].removeprefix(".") for line in listing}
+
+
+def test_packages_carry_upstream_names_versions_and_dependencies(built_mirror: None) -> None:
+    for name in ("kubeadm", "kubelet", "kubectl"):
+        assert deb_field(name, "Version") == DEB_VERSION
+    assert deb_field("cri-tools", "Version") == builds.CRICTL_VERSION.lstrip("v") + "-1.1"
+    assert deb_field("kubernetes-cni", "Version") == builds.CNI_PLUGINS_VERSION.lstrip("v") + "-1.1"
+    kubelet_depends = {d.split()[0] for d in deb_field("kubelet", "Depends").split(", ")}
+    assert kubelet_depends == {
+        "iptables",
+        "mount",
+        "util-linux",
+        "ethtool",
+        "ebtables",
+        "socat",
+        "conntrack",
+        "iproute2",
+        "kubernetes-cni",
+    }
+    assert "cri-tools (>= 1.28.0)" in deb_field("kubeadm", "Depends")
+
+
+def test_packages_install_the_units_and_binaries_where_upstream_does(built_mirror: None) -> None:
+    assert {"/usr/bin/kubelet", "/usr/lib/systemd/system/kubelet.service", "/etc/default/kubelet"} <= deb_files(
+        "kubelet"
+    )
+    assert {"/usr/bin/kubeadm", "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"} <= deb_files("kubeadm")
+    assert "/usr/bin/crictl" in deb_files("cri-tools")
+    assert {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")} <= deb_files("kubernetes-cni")
+    with_scripts = Path(run(["mktemp", "-d"]).stdout.strip())
+    try:
+        run(["dpkg-deb", "--control", deb("kubelet"), with_scripts])
+        assert (with_scripts / "conffiles").read_text().split() == ["/etc/default/kubelet"]
+        assert "deb-systemd-helper enable kubelet.service" in (with_scripts / "postinst").read_text()
+        run(["sh", "-n", with_scripts / "postinst"])
+    finally:
+        shutil.rmtree(with_scripts)
+
+
+# --- signed repositories ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "release_dir",
+    [mirror_apt.CORE_REPO, mirror_apt.DEBIAN_REPO / "dists" / mirror_apt.DEBIAN_SUITE],
+    ids=["core", "debian"],
+)
+def test_release_files_verify_against_the_published_key(built_mirror: None, release_dir: Path, tmp_path: Path) -> None:
+    # The keyring is made from the Release.key published next to the core repo, as a user would.
+    keyring = tmp_path / "key.gpg"
+    run(["gpg", "--batch", "--yes", "--dearmor", "--output", keyring, mirror_apt.CORE_REPO / "Release.key"])
+    run(["gpgv", "--keyring", keyring, release_dir / "InRelease"])
+    run(["gpgv", "--keyring", keyring, release_dir / "Release.gpg", release_dir / "Release"])
+    tampered = tmp_path / "InRelease"
+    signed = (release_dir / "InRelease").read_text()
+    tampered.write_text(signed.replace("Origin: kubeadm-lab", "Origin: kubeadm-lax", 1))
+    assert run(["gpgv", "--keyring", keyring, tampered], check=False).returncode != 0
+
+
+@pytest.fixture(scope="session")
+def apt_on_loopback(built_mirror: None) -> Iterator[str]:
+    """The apt tree served over HTTP on loopback, as the bridge service serves it."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(mirror_apt.APT_ROOT))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_apt_installs_kubeadm_and_containerd_from_the_mirror_alone(apt_on_loopback: str, tmp_path: Path) -> None:
+    """apt, signature checking on, resolves everything against a bare minbase system."""
+    root = debootstrap("apt-resolver", mirror_apt.RESOLVER_ROOT_PACKAGES)
+    for directory in ("parts", "prefs", "lists/partial", "archives/partial"):
+        (tmp_path / directory).mkdir(parents=True)
+    keyring = mirror.public_key_path()
+    (tmp_path / "sources.list").write_text(
+        f"deb [signed-by={keyring}] {apt_on_loopback}/debian bookworm main\n"
+        f"deb [signed-by={keyring}] {apt_on_loopback}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+    )
+    shutil.copyfile(root / "var/lib/dpkg/status", tmp_path / "status")
+    options = [
+        f"-oDir::Etc::SourceList={tmp_path / 'sources.list'}",
+        f"-oDir::Etc::SourceParts={tmp_path / 'parts'}",
+        f"-oDir::Etc::PreferencesParts={tmp_path / 'prefs'}",
+        f"-oDir::State::Lists={tmp_path / 'lists'}",
+        f"-oDir::State::status={tmp_path / 'status'}",
+        f"-oDir::Cache::Archives={tmp_path / 'archives'}",
+        f"-oDir::Cache={tmp_path}",
+        "-oDebug::NoLocking=true",
+        "-oAPT::Sandbox::User=root",
+    ]
+    update = run(["apt-get", *options, "update"], check=False)
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "W:" not in update.stderr, update.stderr
+    wanted = [f"kubeadm={DEB_VERSION}", f"kubelet={DEB_VERSION}", f"kubectl={DEB_VERSION}", "containerd"]
+    install = run(["apt-get", *options, "-y", "install", "--download-only", *wanted], check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    fetched = {p.name.split("_")[0] for p in (tmp_path / "archives").glob("*.deb")}
+    needed = {"kubeadm", "kubelet", "kubectl", "cri-tools", "kubernetes-cni", "containerd", "runc", "conntrack"}
+    assert needed <= fetched
+
+
+# --- images in the registry -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def loopback_registry(built_mirror: None) -> Iterator[str]:
+    with mirror_images.push_registry() as address:
+        yield address
+
+
+@pytest.mark.parametrize("image", mirror_images.expected_images())
+def test_registry_serves_every_image(loopback_registry: str, image: str, tmp_path: Path) -> None:
+    inspect = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{loopback_registry}/{image}"])
+    assert json.loads(inspect.stdout)["Architecture"] == "amd64"
+    source = f"docker://{loopback_registry}/{image}"
+    run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{tmp_path}/copy"])
+
+
+PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *mirror_images.PODMAN_RUN_FLAGS]
+
+
+@pytest.mark.parametrize(
+    ("image", "command", "expected"),
+    [
+        (f"kube-proxy:{K8S}", ["/usr/local/bin/kube-proxy", "--version"], f"Kubernetes {K8S}"),
+        (f"kube-proxy:{K8S}", ["iptables-save", "--version"], "iptables-save v1.8"),
+        (f"kube-proxy:{K8S}", ["iptables-restore", "--version"], "iptables-restore v1.8"),
+        (f"kube-proxy:{K8S}", ["conntrack", "--version"], "conntrack v1."),
+        (f"kube-apiserver:{K8S}", ["kube-apiserver", "--version"], f"Kubernetes {K8S}"),
+        (f"etcd:{builds.ETCD_IMAGE_TAG}", ["etcd", "--version"], f"etcd Version: {builds.ETCD_VERSION.lstrip('v')}"),
+        (f"coredns:{builds.COREDNS_VERSION}", ["-version"], f"CoreDNS-{builds.COREDNS_VERSION.lstrip('v')}"),
+        (f"pause:{mirror_images.PAUSE_VERSION}", ["-v"], f"pause.c v{mirror_images.PAUSE_VERSION}"),
+    ],
+)
+def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, command: list[str], expected: str) -> None:
+    # coredns and pause run their entrypoint (/coredns, /pause) with these arguments
+    entrypoint_only = image.startswith(("coredns:", "pause:"))
+    argv = [*PODMAN_RUN, f"{loopback_registry}/{image}", *command]
+    if not entrypoint_only:
+        argv = [*PODMAN_RUN, "--entrypoint", command[0], f"{loopback_registry}/{image}", *command[1:]]
+    result = run(argv, check=False)
+    assert expected in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# --- on the running lab -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def running_lab(built_mirror: None) -> None:
+    if not LAB_READY.is_file():
+        pytest.skip(f"the default lab is not up ({LAB_READY} missing): `make lab-up` first")
+    if not mirror.services_running():
+        mirror.start_services()
+
+
+def on_master(script: str) -> subprocess.CompletedProcess[str]:
+    ssh = ["ssh", "-i", SSH_KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
+    ssh += ["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"admin@{MASTER}"]
+    return run([*ssh, f"sh -c {shlex.quote(script)}"], check=False, timeout=600)
+
+
+def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -> None:
+    """apt on a node, signature checking on, against both repositories on the bridge.
+
+    apt works in a scratch directory: the node's own package state is left alone.
+    """
+    scratch = "/tmp/mirror-test"
+    sources = (
+        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {mirror.APT_URL}/debian bookworm main\n"
+        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {mirror.APT_URL}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+    )
+    options = (
+        f"-oDir::Etc::SourceList={scratch}/sources.list -oDir::Etc::SourceParts={scratch}/parts"
+        f" -oDir::State::Lists={scratch}/lists -oDir::Cache::Archives={scratch}/archives"
+    )
+    script = (
+        f"set -e; sudo rm -rf {scratch}; mkdir -p {scratch}/parts {scratch}/lists/partial {scratch}/archives/partial;"
+        f" printf '%s' '{sources}' > {scratch}/sources.list;"
+        f" sudo apt-get {options} update;"
+        f" sudo apt-get {options} -y install --download-only kubeadm={DEB_VERSION} kubelet={DEB_VERSION}"
+        f" kubectl={DEB_VERSION} containerd;"
+        f" ls {scratch}/archives; sudo rm -rf {scratch}"
+    )
+    result = on_master(script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "W:" not in result.stderr, result.stderr
+    assert f"kubeadm_{DEB_VERSION}_amd64.deb" in result.stdout
+    assert "containerd_" in result.stdout
+
+
+def test_the_bridge_registry_serves_every_kubeadm_image(running_lab: None) -> None:
+    for image in mirror_images.expected_images():
+        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{mirror.REGISTRY}/{image}"])
