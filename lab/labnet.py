@@ -28,6 +28,8 @@ def link_exists(name: str) -> bool:
 def create_bridge(bridge: str, address: ipaddress.IPv4Interface) -> bool:
     """Create the bridge with its address (idempotent). True if it was created now."""
     created = False
+    if link_exists(bridge) and not (SYSFS_NET / bridge / "bridge").is_dir():
+        raise ValueError(f"{bridge} exists and is not a bridge; pick another LAB_BRIDGE")
     if not link_exists(bridge):
         run(["ip", "link", "add", bridge, "type", "bridge"])
         created = True

@@ -18,6 +18,7 @@ inventory written (default inventory/lab/hosts.yml for the default lab only).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import hashlib
 import ipaddress
@@ -60,7 +61,8 @@ NODE_INTERFACE = "eth0"
 FIRST_HOST_NUMBER = 11
 DEFAULT_LAB = "lab"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-BOOT_TIMEOUT = 120.0
+# LAB_BOOT_TIMEOUT: seconds to wait for SSH after booting (slow disks need more).
+BOOT_TIMEOUT = float(os.environ.get("LAB_BOOT_TIMEOUT", "120"))
 STOP_TIMEOUT = 30.0
 # Bumped whenever prepare_base() changes what it writes, so the cached base is rebuilt.
 BASE_VERSION = "1"
@@ -564,7 +566,8 @@ def start_node(node: Node) -> None:
     node.pidfile.write_text(f"{process.pid}\n")
 
 
-def wait_for_ssh(nodes: list[Node], timeout: float = BOOT_TIMEOUT) -> None:
+def wait_for_ssh(nodes: list[Node], timeout: float | None = None) -> None:
+    timeout = BOOT_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + timeout
     waiting = list(nodes)
     while waiting:
@@ -589,17 +592,21 @@ def _wait_gone(pids: Callable[[], set[int]], timeout: float) -> bool:
     return True
 
 
-def stop_node(node: Node) -> None:
-    """Power the node off (SIGTERM to nspawn), then kill whatever is left in its cgroups."""
-    cgroups = recorded_cgroups(node)
+def request_poweroff(node: Node) -> None:
+    """SIGTERM to nspawn, which turns it into a clean poweroff of the node."""
     supervisor = _read_pid(node)
     if supervisor is not None:
         nspawn = _nspawn_pid(supervisor)
         with contextlib.suppress(ProcessLookupError):
-            if nspawn is not None:
-                os.kill(nspawn, signal.SIGTERM)  # nspawn turns it into a clean poweroff of the node
-            else:
-                os.kill(supervisor, signal.SIGTERM)
+            os.kill(nspawn if nspawn is not None else supervisor, signal.SIGTERM)
+
+
+def stop_node(node: Node) -> None:
+    """Power the node off, then kill whatever is left in its cgroups and remove them."""
+    cgroups = recorded_cgroups(node)
+    supervisor = _read_pid(node)
+    if supervisor is not None:
+        request_poweroff(node)
         if not _wait_gone(lambda: {supervisor} if Path(f"/proc/{supervisor}").exists() else set(), STOP_TIMEOUT):
             log(f"{node.name}: no clean poweroff within {STOP_TIMEOUT:.0f}s, killing it")
     for _ in range(3):
@@ -704,10 +711,10 @@ def up(count: int) -> Lab:
             labnet.isolate(lab.name, lab.bridge, lab.host_address)
         to_start = [n for n in nodes if not is_running(n)]
         with step(f"copy root filesystems ({sum(not n.root.exists() for n in nodes)} new)"):
-            for node in nodes:
-                if not node.root.exists():
-                    created.nodes.append(node)  # type: ignore[union-attr]
-                    create_root(node, base)
+            new_nodes = [n for n in nodes if not n.root.exists()]
+            created.nodes.extend(new_nodes)  # type: ignore[union-attr]
+            with concurrent.futures.ThreadPoolExecutor() as pool:
+                list(pool.map(lambda node: create_root(node, base), new_nodes))
         with step("configure nodes (hostname, network, apt, SSH)"):
             for node in nodes:
                 configure_node(node, nodes)
@@ -740,7 +747,10 @@ def up(count: int) -> Lab:
 
 def down() -> Lab:
     lab = Lab.from_env()
-    for node in reversed(lab.existing_nodes()):
+    nodes = lab.existing_nodes()
+    for node in nodes:
+        request_poweroff(node)  # all at once; each is then waited for below
+    for node in reversed(nodes):
         with step(f"stop and remove {node.name}"):
             stop_node(node)
             remove_root(node)
@@ -761,7 +771,8 @@ def down() -> Lab:
     return lab
 
 
-def reboot(name: str, timeout: float = BOOT_TIMEOUT) -> None:
+def reboot(name: str, timeout: float | None = None) -> None:
+    timeout = BOOT_TIMEOUT if timeout is None else timeout
     lab = Lab.from_env()
     node = lab.node(name)
     supervisor = _read_pid(node)
