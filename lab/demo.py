@@ -1,0 +1,90 @@
+"""`make demo`: the whole mission on the local lab, from a clean clone.
+
+The mirror (built once, cached), three nodes, site.yml (cluster and the app
+with the message hello-world), then `deploy.yml -e app_message=hola` while the
+prober sends 100 requests/s to a worker's NodePort; prints the nodes, the pods
+before and after, the ReplicaSet change, both /version answers and the prober's
+errors/requests. `make setup` has already run (the Makefile's dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from kubernetes import client, config
+
+from lab import mirror, nodes
+from lab.bench import INVENTORY, KUBECONFIG, PROJECT, Rollout, deploy_playbook, get_message, measure, worker_address
+from lab.paths import REPO
+from lab.run import StepFailed, log, run, step
+
+
+def show_nodes(core: client.CoreV1Api) -> None:
+    print("nodes:")
+    for node in core.list_node().items:
+        ready = next((c.status for c in node.status.conditions or [] if c.type == "Ready"), "?")
+        address = next((a.address for a in node.status.addresses or [] if a.type == "InternalIP"), "?")
+        print(f"  {node.metadata.name:<14} {address:<12} Ready={ready:<5} {node.status.node_info.kubelet_version}")
+
+
+def show_pods(core: client.CoreV1Api, title: str) -> None:
+    print(f"pods {title}:")
+    pods = core.list_namespaced_pod(PROJECT.namespace, label_selector=PROJECT.selector).items
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        ready = all(c.ready for c in pod.status.container_statuses or [])
+        print(f"  {pod.metadata.name:<36} {pod.spec.node_name:<14} ready={ready}")
+
+
+def demo_command(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=100.0)
+    options = parser.parse_args(args)
+    started = time.monotonic()
+
+    if not mirror.is_built():
+        with step("build the offline mirror (once; cached)"):
+            mirror.build_mirror()
+    nodes.up(options.nodes)
+    with step("serve the mirror on the lab bridge"):
+        mirror.start_services()
+    with step("site.yml: the cluster and the app with the message hello-world"):
+        run(["ansible-playbook", "-i", INVENTORY, "site.yml", "-e", "app_message=hello-world"], cwd=REPO)
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
+    host = worker_address()
+    before = get_message(host, PROJECT.node_port)
+    if before != "hello-world":
+        raise StepFailed(f"after site.yml /version answers {before!r}, not 'hello-world'")
+    show_nodes(core)
+    show_pods(core, "before")
+
+    with step(f"deploy.yml -e app_message=hola under {options.rate:.0f} requests/s"):
+        rollout = Rollout("project/new", PROJECT, "new", "hello-world", "hola", expect_success=True)
+        measure(
+            rollout,
+            lambda: deploy_playbook("hola"),
+            host=host,
+            kubeconfig=KUBECONFIG,
+            rate=options.rate,
+            before=15.0,
+            after=15.0,
+        )
+    print(rollout.trigger_output.split("TASK [app : Show the rollout]")[-1].split("PLAY RECAP")[0].strip())
+    if rollout.trigger_rc != 0:
+        raise StepFailed("deploy.yml failed (output above)")
+    show_pods(core, "after")
+    report = rollout.report()
+    after = get_message(host, PROJECT.node_port)
+    print(f"GET http://{host}:{PROJECT.node_port}/version before: {before!r}  after: {after!r}")
+    print(
+        f"ReplicaSet pod-template-hash {', '.join(rollout.old_hashes)} -> {', '.join(rollout.new_hashes)}; "
+        f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s"
+    )
+    print(
+        f"prober ({options.rate:.0f}/s, new connection per request): "
+        f"{report['errors']} errors / {report['requests']} requests {report['error_kinds'] or ''}"
+    )
+    log(f"demo done in {time.monotonic() - started:.0f}s; make bench-rollout: keep-alive, control, rollback")
+    return 0 if report["errors"] == 0 and after == "hola" else 1
