@@ -30,6 +30,8 @@ APT_PACKAGES = [
     "gnupg",  # signs the lab apt repository
     "apt-utils",  # apt-ftparchive builds the repository indexes
     "dpkg-dev",
+    "gcc",  # the mirror's pause binary (Kubernetes' pause.c, static)
+    "libc6-dev",
     "libseccomp-dev",  # seccomp support in cgo builds
     "rsync",
     "curl",

@@ -212,6 +212,35 @@ def test_apt_installs_kubeadm_and_containerd_from_the_mirror_alone(apt_on_loopba
     assert needed <= fetched
 
 
+def test_the_packages_install_and_enable_the_kubelet_in_a_bookworm_root(apt_on_loopback: str, tmp_path: Path) -> None:
+    """A real install (dpkg runs the maintainer scripts) into a copy of a minbase root."""
+    root = tmp_path / "root"
+    run(["cp", "-a", "--reflink=auto", debootstrap("apt-resolver", mirror_apt.RESOLVER_ROOT_PACKAGES), root])
+    try:
+        (root / "etc/apt/keyrings").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mirror.public_key_path(), root / "etc/apt/keyrings/lab-mirror.gpg")
+        signed_by = "[signed-by=/etc/apt/keyrings/lab-mirror.gpg]"
+        (root / "etc/apt/sources.list").write_text(
+            f"deb {signed_by} {apt_on_loopback}/debian bookworm main\n"
+            f"deb {signed_by} {apt_on_loopback}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+        )
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
+        update = run(["chroot", root, "apt-get", "-q", "update"], check=False, env=env)
+        assert update.returncode == 0 and "W:" not in update.stderr, update.stdout + update.stderr
+        packages = [f"kubeadm={DEB_VERSION}", f"kubelet={DEB_VERSION}", f"kubectl={DEB_VERSION}", "containerd"]
+        install = run(["chroot", root, "apt-get", "-q", "-y", "install", *packages], check=False, env=env)
+        assert install.returncode == 0, install.stdout + install.stderr
+        assert run(["chroot", root, "kubeadm", "version", "-o", "short"], env=env).stdout.strip() == K8S
+        assert run(["chroot", root, "crictl", "--version"], env=env).stdout.strip().endswith(builds.CRICTL_VERSION)
+        assert (root / "opt/cni/bin/bridge").is_file()
+        assert (root / "etc/systemd/system/multi-user.target.wants/kubelet.service").is_symlink()
+        dropin = (root / "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
+        assert "EnvironmentFile=-/etc/default/kubelet" in dropin
+        assert "EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env" in dropin
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # --- images in the registry -------------------------------------------------------------------------
 
 
@@ -290,7 +319,7 @@ def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -
         f"set -e; sudo rm -rf {scratch}; mkdir -p {scratch}/parts {scratch}/lists/partial {scratch}/archives/partial;"
         f" printf '%s' '{sources}' > {scratch}/sources.list;"
         f" sudo apt-get {options} update;"
-        f" sudo apt-get {options} -y install --download-only kubeadm={DEB_VERSION} kubelet={DEB_VERSION}"
+        f" sudo apt-get {options} -y install --download-only --reinstall kubeadm={DEB_VERSION} kubelet={DEB_VERSION}"
         f" kubectl={DEB_VERSION} containerd;"
         f" ls {scratch}/archives; sudo rm -rf {scratch}"
     )
