@@ -195,11 +195,14 @@ def build_mirror(with_app: bool = True) -> list[str]:
     before = {deb: deb.stat().st_mtime_ns for deb in debs.DEBS_DIR.glob("*.deb")}
     packages = debs.build_debs()
     done += [f"package {deb.name}" for deb in packages if before.get(deb) != deb.stat().st_mtime_ns]
-    fingerprint = mirror_apt.ensure_signing_key()
-    if mirror_apt.build_core_repo(packages, fingerprint):
-        done.append(f"apt repository {mirror_apt.CORE_REPO_PATH}")
-    if mirror_apt.build_debian_subset(fingerprint):
-        done.append(f"apt repository debian {mirror_apt.DEBIAN_SUITE} subset")
+    try:
+        fingerprint = mirror_apt.ensure_signing_key()
+        if mirror_apt.build_core_repo(packages, fingerprint):
+            done.append(f"apt repository {mirror_apt.CORE_REPO_PATH}")
+        if mirror_apt.build_debian_subset(fingerprint):
+            done.append(f"apt repository debian {mirror_apt.DEBIAN_SUITE} subset")
+    finally:
+        mirror_apt.stop_gpg_agent()
     done += [f"image {reference}" for reference in mirror_images.build_images(with_app=with_app)]
     if with_app:
         COMPLETE.write_text(_mirror_key() + "\n")

@@ -78,6 +78,12 @@ def _gpg(*args: str | Path, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
+def stop_gpg_agent() -> None:
+    """gpg leaves an agent running for the key's home; nothing needs it between builds."""
+    if GNUPG_HOME.is_dir():
+        run(["gpgconf", "--kill", "gpg-agent"], env=dict(os.environ, GNUPGHOME=str(GNUPG_HOME)), check=False)
+
+
 def key_fingerprint() -> str | None:
     if not GNUPG_HOME.is_dir():
         return None
