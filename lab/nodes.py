@@ -571,14 +571,15 @@ def wait_for_ssh(nodes: list[Node], timeout: float | None = None) -> None:
     deadline = time.monotonic() + timeout
     waiting = list(nodes)
     while waiting:
+        if time.monotonic() >= deadline:
+            logs = ", ".join(str(n.logfile) for n in waiting)
+            raise ValueError(f"no SSH answer within {timeout:.0f}s from {', '.join(n.name for n in waiting)} ({logs})")
         for node in list(waiting):
             if not is_running(node):
                 tail = node.logfile.read_text(errors="replace").splitlines()[-15:] if node.logfile.exists() else []
                 raise ValueError(f"{node.name} stopped while booting; {node.logfile}:\n  " + "\n  ".join(tail))
             if ssh_answers(node):
                 waiting.remove(node)
-        if waiting and time.monotonic() > deadline:
-            raise ValueError(f"no SSH answer within {timeout:.0f}s from {', '.join(n.name for n in waiting)}")
         if waiting:
             time.sleep(0.5)
 
@@ -601,14 +602,14 @@ def request_poweroff(node: Node) -> None:
             os.kill(nspawn if nspawn is not None else supervisor, signal.SIGTERM)
 
 
-def stop_node(node: Node) -> None:
+def stop_node(node: Node, timeout: float = STOP_TIMEOUT) -> None:
     """Power the node off, then kill whatever is left in its cgroups and remove them."""
     cgroups = recorded_cgroups(node)
     supervisor = _read_pid(node)
     if supervisor is not None:
         request_poweroff(node)
-        if not _wait_gone(lambda: {supervisor} if Path(f"/proc/{supervisor}").exists() else set(), STOP_TIMEOUT):
-            log(f"{node.name}: no clean poweroff within {STOP_TIMEOUT:.0f}s, killing it")
+        if not _wait_gone(lambda: {supervisor} if Path(f"/proc/{supervisor}").exists() else set(), timeout):
+            log(f"{node.name}: no clean poweroff within {timeout:.0f}s, killing it")
     for _ in range(3):
         pids = _cgroup_pids(cgroups)
         for pid in pids:
@@ -680,11 +681,13 @@ def _undo_on_failure(lab: Lab, created: _Created) -> Iterator[None]:
         log("lab up failed; removing what this run created")
         for node in created.nodes or []:
             with contextlib.suppress(Exception):
-                stop_node(node)
+                stop_node(node, timeout=5)  # a node still booting may not power off cleanly
                 remove_root(node)
         if created.bridge:
             with contextlib.suppress(Exception):
                 _remove_network(lab)
+                lab.known_hosts.unlink(missing_ok=True)
+                (lab.state_dir / "nodes").rmdir()
         raise
 
 
