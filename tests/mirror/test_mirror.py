@@ -281,6 +281,8 @@ def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, comman
     if not entrypoint_only:
         argv = [*PODMAN_RUN, "--entrypoint", command[0], f"{loopback_registry}/{image}", *command[1:]]
     result = run(argv, check=False)
+    # the loopback port changes every session: do not pile up tags in podman's store
+    run(["podman", "image", "rm", f"{loopback_registry}/{image}"], check=False)
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
 
 
