@@ -27,6 +27,8 @@ REGION = "us-east-1"
 # Canonical-looking AMIs moto serves (MOTO_AMIS_PATH): one right answer and decoys.
 AMIS_FILE = Path(__file__).with_name("amis.json")
 NEWEST_JAMMY_AMD64 = "ami-0b22222222222222b"
+# sitecustomize for the moto_server process: works around one moto bug (see the file).
+MOTO_SHIM = Path(__file__).with_name("moto_shim")
 CANONICAL = "099720109477"
 ADMIN_CIDR = "203.0.113.7/32"
 RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
@@ -80,7 +82,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     with log.open("w") as log_file:
         server = subprocess.Popen(
             [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            env={"PATH": str(VENV_BIN), "MOTO_AMIS_PATH": str(AMIS_FILE)},
+            env={"PATH": str(VENV_BIN), "MOTO_AMIS_PATH": str(AMIS_FILE), "PYTHONPATH": str(MOTO_SHIM)},
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -148,7 +150,9 @@ def provision_vars(cluster_name: str, public_key: Path, **overrides: Any) -> dic
 
 
 def provision(moto: Moto, cluster_name: str, public_key: Path, **overrides: Any) -> PlaybookRun:
-    return run_playbook(moto, "playbooks/provision.yml", cluster_name, provision_vars(cluster_name, public_key, **overrides))
+    return run_playbook(
+        moto, "playbooks/provision.yml", cluster_name, provision_vars(cluster_name, public_key, **overrides)
+    )
 
 
 def teardown(moto: Moto, cluster_name: str | None) -> PlaybookRun:
@@ -218,3 +222,29 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def ingress_rules(ec2: Any, group_names: list[str]) -> set[tuple[str, str, int | None, int | None, str]]:
+    """(group, protocol, from port, to port, source) for every ingress rule; sources by CIDR or group name."""
+    everything = ec2.describe_security_groups()["SecurityGroups"]
+    names = {g["GroupId"]: g["GroupName"] for g in everything}
+    rules = set()
+    for group in (g for g in everything if g["GroupName"] in group_names):
+        for permission in group["IpPermissions"]:
+            sources = (
+                [r["CidrIp"] for r in permission["IpRanges"]]
+                + [r["CidrIpv6"] for r in permission["Ipv6Ranges"]]
+                + [names[p["GroupId"]] for p in permission["UserIdGroupPairs"]]
+                + [p["PrefixListId"] for p in permission["PrefixListIds"]]
+            )
+            for source in sources:
+                rules.add(
+                    (
+                        group["GroupName"],
+                        permission["IpProtocol"],
+                        permission.get("FromPort"),
+                        permission.get("ToPort"),
+                        source,
+                    )
+                )
+    return rules

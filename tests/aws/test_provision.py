@@ -18,6 +18,7 @@ from tests.aws.conftest import (
     NEWEST_JAMMY_AMD64,
     Moto,
     PlaybookRun,
+    ingress_rules,
     inventory,
     live_instances,
     provision,
@@ -42,35 +43,15 @@ OVERRIDES: dict[str, Any] = {
 }
 
 
-def ingress_rules(ec2: Any, group_names: list[str]) -> set[tuple[str, str, int | None, int | None, str]]:
-    """(group, protocol, from port, to port, source) for every ingress rule; sources by CIDR or group name."""
-    everything = ec2.describe_security_groups()["SecurityGroups"]
-    names = {g["GroupId"]: g["GroupName"] for g in everything}
-    rules = set()
-    for group in (g for g in everything if g["GroupName"] in group_names):
-        for permission in group["IpPermissions"]:
-            sources = (
-                [r["CidrIp"] for r in permission["IpRanges"]]
-                + [r["CidrIpv6"] for r in permission["Ipv6Ranges"]]
-                + [names[p["GroupId"]] for p in permission["UserIdGroupPairs"]]
-                + [p["PrefixListId"] for p in permission["PrefixListIds"]]
-            )
-            for source in sources:
-                rules.add(
-                    (group["GroupName"], permission["IpProtocol"], permission.get("FromPort"), permission.get("ToPort"), source)
-                )
-    return rules
-
-
 @pytest.fixture(scope="module")
 def bystanders(moto: Moto, public_key: Path) -> dict[str, str]:
     """Resources teardown must not touch: another cluster's VPC, group, key and instance, an untagged group."""
     moto.reset()
     ec2 = moto.ec2()
     other = [{"Key": "Cluster", "Value": "other"}]
-    vpc = ec2.create_vpc(
-        CidrBlock="10.50.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": other}]
-    )["Vpc"]["VpcId"]
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": other}])["Vpc"][
+        "VpcId"
+    ]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(
         GroupName="other-nodes",
@@ -91,7 +72,10 @@ def bystanders(moto: Moto, public_key: Path) -> dict[str, str]:
         MaxCount=1,
         SubnetId=subnet,
         TagSpecifications=[
-            {"ResourceType": "instance", "Tags": [*other, {"Key": "Role", "Value": "master"}, {"Key": "Name", "Value": "other-master"}]}
+            {
+                "ResourceType": "instance",
+                "Tags": [*other, {"Key": "Role", "Value": "master"}, {"Key": "Name", "Value": "other-master"}],
+            }
         ],
     )["Instances"][0]["InstanceId"]
     return {"vpc": vpc, "group": group, "untagged_group": untagged_group, "instance": instance}
@@ -163,13 +147,18 @@ def test_no_ingress_is_open_to_the_internet(moto: Moto, first_run: PlaybookRun):
     assert not [rule for rule in rules if rule[4] in {"0.0.0.0/0", "::/0"}]
 
 
-def test_nodes_are_hardened_tagged_and_on_the_newest_ubuntu_jammy(moto: Moto, first_run: PlaybookRun, vpc: dict[str, Any]):
+def test_nodes_are_hardened_tagged_and_on_the_newest_ubuntu_jammy(
+    moto: Moto, first_run: PlaybookRun, vpc: dict[str, Any]
+):
     ec2 = moto.ec2()
     nodes = {tags(i)["Name"]: i for i in live_instances(ec2, tag_filter(CLUSTER))}
     assert sorted(nodes) == ["demo-master", "demo-worker-1"]
 
     group_names = {name: sorted(g["GroupName"] for g in i["SecurityGroups"]) for name, i in nodes.items()}
-    assert group_names == {"demo-master": ["demo-master", "demo-nodes"], "demo-worker-1": ["demo-nodes", "demo-workers"]}
+    assert group_names == {
+        "demo-master": ["demo-master", "demo-nodes"],
+        "demo-worker-1": ["demo-nodes", "demo-workers"],
+    }
     assert {name: tags(i) for name, i in nodes.items()} == {
         "demo-master": {"Cluster": CLUSTER, "Role": "master", "Name": "demo-master", "Owner": "aws-tests"},
         "demo-worker-1": {"Cluster": CLUSTER, "Role": "worker", "Name": "demo-worker-1", "Owner": "aws-tests"},

@@ -1,0 +1,72 @@
+"""Bad input stops provision.yml before its first AWS call, naming the variable, and creates nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.aws.conftest import Moto, provision, snapshot
+
+pytestmark = pytest.mark.aws
+
+CLUSTER = "bad"
+# The first task that talks to AWS; a validation failure must come before it.
+FIRST_AWS_TASK = "Create the VPC"
+
+CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("key file missing", {"ec2_ssh_public_key_path": "/nonexistent/id_ed25519.pub"}, ["ec2_ssh_public_key_path"]),
+    ("worker count negative", {"ec2_worker_count": -1}, ["ec2_worker_count"]),
+    ("worker count a word", {"ec2_worker_count": "two"}, ["ec2_worker_count"]),
+    ("worker count a fraction", {"ec2_worker_count": 1.5}, ["ec2_worker_count"]),
+    ("prefix too long", {"ec2_vpc_cidr": "10.0.0.0/33"}, ["ec2_vpc_cidr"]),
+    ("address out of range", {"ec2_admin_cidr": "300.1.2.3/32"}, ["ec2_admin_cidr"]),
+    ("no prefix", {"ec2_nodeport_cidr": "198.51.100.7"}, ["ec2_nodeport_cidr"]),
+    ("host bits set", {"ec2_subnet_cidr": "10.0.1.7/24"}, ["ec2_subnet_cidr"]),
+    ("subnet outside the VPC", {"ec2_subnet_cidr": "10.1.0.0/24"}, ["ec2_subnet_cidr", "ec2_vpc_cidr"]),
+    (
+        "VPC overlaps Calico's default pod CIDR",
+        {"ec2_vpc_cidr": "192.168.0.0/16", "ec2_subnet_cidr": "192.168.1.0/24"},
+        ["ec2_vpc_cidr", "cluster_pod_cidr"],
+    ),
+    ("unknown region", {"ec2_region": "moon-central-1"}, ["ec2_region", "moon-central-1"]),
+    ("region with a typo", {"ec2_region": "us-east-9"}, ["ec2_region"]),
+    ("no admin CIDR", {"ec2_admin_cidr": ""}, ["ec2_admin_cidr is required"]),
+    ("SSH open to the internet unasked", {"ec2_admin_cidr": "0.0.0.0/0"}, ["ec2_admin_cidr", "ec2_allow_any_source"]),
+    ("NodePorts open to the internet unasked", {"ec2_nodeport_cidr": "0.0.0.0/0"}, ["ec2_nodeport_cidr"]),
+]
+
+
+@pytest.fixture(scope="module")
+def empty_region(moto: Moto) -> dict[str, set[str]]:
+    moto.reset()
+    return snapshot(moto.ec2())
+
+
+def assert_refused(
+    moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    run = provision(moto, CLUSTER, public_key, **overrides)
+    assert not run.ok, run.output
+    for word in words:
+        assert word in run.output, run.output
+    assert FIRST_AWS_TASK not in run.output
+    assert snapshot(moto.ec2()) == before
+
+
+@pytest.mark.parametrize(("overrides", "words"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_refused_before_any_aws_call(
+    moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    assert_refused(moto, empty_region, public_key, overrides, words)
+
+
+def test_key_path_that_is_a_directory(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
+    overrides = {"ec2_ssh_public_key_path": str(public_key.parent)}
+    assert_refused(moto, empty_region, public_key, overrides, ["ec2_ssh_public_key_path", "missing or unreadable"])
+
+
+def test_private_key_is_never_uploaded(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
+    overrides = {"ec2_ssh_public_key_path": str(public_key.with_suffix(""))}
+    assert_refused(moto, empty_region, public_key, overrides, ["ec2_ssh_public_key_path", "public key"])
