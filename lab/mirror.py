@@ -105,8 +105,9 @@ def _running_pid(name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (ValueError, OSError):
         return None
-    expected = _service_argv(name)
-    return pid if [part.decode() for part in cmdline if part] == expected else None
+    argv = [part.decode() for part in cmdline if part]
+    # the interpreter may differ (system python3 or the venv's): compare the rest
+    return pid if argv[1:] == _service_argv(name)[1:] else None
 
 
 def _wait_http(url: str, timeout: float = 20.0) -> None:
@@ -125,6 +126,8 @@ def _start(name: str, check_url: str) -> None:
     if _running_pid(name) is not None:
         return
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError), urllib.request.urlopen(check_url, timeout=2):
+        raise ValueError(f"something else already answers {check_url}; stop it or free the port")
     with step(f"serve {name} at {check_url}"):
         with open(RUN_DIR / f"{name}.log", "ab") as log_file:
             process = subprocess.Popen(
@@ -159,6 +162,16 @@ def start_services() -> None:
     _start("apt", f"{APT_URL}/{CORE_REPO_PATH}/Release")
 
 
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def stop_services() -> None:
     """Stop the mirror's services (idempotent)."""
     for name in ("apt", "registry"):
@@ -166,7 +179,7 @@ def stop_services() -> None:
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
             for _ in range(50):
-                if not Path(f"/proc/{pid}").exists():
+                if not _alive(pid):
                     break
                 time.sleep(0.1)
             else:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -284,6 +287,40 @@ def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, comman
     # the loopback port changes every session: do not pile up tags in podman's store
     run(["podman", "image", "rm", f"{loopback_registry}/{image}"], check=False)
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_services_start_once_serve_and_stop(
+    built_mirror: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """start_services/stop_services as lab.nodes calls them, on loopback ports and a scratch run dir."""
+    apt_port, registry = free_port(), f"127.0.0.1:{free_port()}"
+    monkeypatch.setattr(mirror, "BRIDGE_ADDRESS", "127.0.0.1")
+    monkeypatch.setattr(mirror, "APT_PORT", apt_port)
+    monkeypatch.setattr(mirror, "APT_URL", f"http://127.0.0.1:{apt_port}")
+    monkeypatch.setattr(mirror, "REGISTRY", registry)
+    monkeypatch.setattr(mirror, "RUN_DIR", tmp_path)
+    try:
+        mirror.start_services()
+        pids = {name: (tmp_path / f"{name}.pid").read_text() for name in ("apt", "registry")}
+        mirror.start_services()  # idempotent: the same daemons keep running
+        assert {name: (tmp_path / f"{name}.pid").read_text() for name in pids} == pids
+        assert mirror.services_running()
+        release = urllib.request.urlopen(f"http://127.0.0.1:{apt_port}/{mirror_apt.CORE_REPO_PATH}/Release.key")
+        assert release.read() == mirror_apt.ARMORED_KEY.read_bytes()
+        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/pause:{mirror_images.PAUSE_VERSION}"])
+    finally:
+        mirror.stop_services()
+    assert not mirror.services_running()
+    for url in (f"http://127.0.0.1:{apt_port}/", f"http://{registry}/v2/"):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=2)
+    mirror.stop_services()  # idempotent
 
 
 # --- on the running lab -------------------------------------------------------------------------
