@@ -239,7 +239,7 @@ def test_more_workers_adds_one_and_leaves_the_others(moto: Moto, public_key: Pat
         assert now[instance_id]["State"]["Name"] == "running"
         assert now[instance_id]["LaunchTime"] == instance["LaunchTime"]
 
-    assert inventory(moto, CLUSTER)["workers"]["hosts"] == ["demo-worker-1", "demo-worker-2"]
+    assert sorted(inventory(moto, CLUSTER)["workers"]["hosts"]) == ["demo-worker-1", "demo-worker-2"]
 
 
 def test_teardown_refuses_without_a_cluster_name(moto: Moto, first_run: PlaybookRun):
