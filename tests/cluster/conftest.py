@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests.node.lab_inventory import Inventory, lab_inventory, setting
+from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, setting  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,8 @@ def exec_python(core: client.CoreV1Api, namespace: str, pod: str, code: str) -> 
 def fetch_from(core: client.CoreV1Api, namespace: str, client_pod: str, address: str) -> str:
     code = (
         "import urllib.request; "
-        f"print(urllib.request.urlopen('http://{address}:{APP_PORT}/health', timeout=5).read().decode())"
+        # a prefix keeps the exec client from decoding the JSON body into a dict
+        f"print('body=' + urllib.request.urlopen('http://{address}:{APP_PORT}/health', timeout=5).read().decode())"
     )
     return exec_python(core, namespace, client_pod, code)
 
@@ -149,7 +150,9 @@ def assert_pods_reach_each_other(core: client.CoreV1Api, namespace: str, pods: l
     assert first.spec.node_name != second.spec.node_name
     for source, target in ((first, second), (second, first)):
         answer = fetch_from(core, namespace, source.metadata.name, target.status.pod_ip)
-        assert '"healthy"' in answer, f"{source.spec.node_name} -> {target.status.pod_ip}: {answer}"
+        assert answer.startswith("body=") and '"healthy"' in answer, (
+            f"{source.spec.node_name} -> {target.status.pod_ip}: {answer}"
+        )
 
 
 def test_pod_on_each_worker_reaches_the_other(core, namespace, inventory, app_image):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import testinfra
 
-from tests.node.lab_inventory import Inventory, lab_inventory, ssh_host_url
+from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, ssh_host_url  # noqa: F401
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.paths import REPO
-from tests.conftest import VENV_BIN, run_tool
+from tests.conftest import VENV_BIN, run_tool, tool_env
 
 LAB_INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
 
@@ -47,6 +48,15 @@ def lab_inventory() -> Inventory:
     groups = {name: data[name].get("hosts", []) for name in ("master", "workers") if name in data}
     assert groups.get("master"), f"{LAB_INVENTORY} has no master group"
     return Inventory(LAB_INVENTORY, groups, data["_meta"]["hostvars"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ansible_tools_on_path() -> Iterator[None]:
+    """testinfra's ansible backend runs ansible-inventory from PATH: the pinned one, as make gives it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", tool_env()["PATH"])
+        patch.setenv("ANSIBLE_CONFIG", tool_env()["ANSIBLE_CONFIG"])
+        yield
 
 
 def ssh_host_url(host: str) -> str:
