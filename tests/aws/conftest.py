@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
+from lab.paths import REPO
 from tests.conftest import VENV_BIN, run_tool
 
 REGION = "us-east-1"
@@ -44,6 +45,9 @@ def _free_port() -> int:
 @dataclass
 class Moto:
     endpoint: str
+    # A copy of inventory/aws_ec2.yml outside the repository: the playbooks run
+    # with it so that a developer's inventory/group_vars cannot change the results.
+    inventory: Path
 
     def env(self, cluster_name: str) -> dict[str, str]:
         """What a user exports for a real account, with moto's endpoint and dummy keys."""
@@ -96,7 +100,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                     if server.poll() is not None or time.monotonic() > deadline:
                         pytest.fail(f"moto_server did not start on {endpoint}:\n{log.read_text()}")
                     time.sleep(0.2)
-            yield Moto(endpoint)
+            inventory_copy = tmp_path_factory.mktemp("inventory") / "aws_ec2.yml"
+            inventory_copy.write_text((REPO / "inventory" / "aws_ec2.yml").read_text())
+            yield Moto(endpoint, inventory_copy)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -129,9 +135,11 @@ class PlaybookRun:
         return sum(int(changed) for _, changed, _, _ in recaps)
 
 
-def run_playbook(moto: Moto, playbook: str, cluster_name: str, extra_vars: dict[str, Any]) -> PlaybookRun:
-    """ansible-playbook as a user runs it, with the default (aws_ec2) inventory."""
-    argv = [VENV_BIN / "ansible-playbook", playbook]
+def run_playbook(
+    moto: Moto, playbook: str, cluster_name: str, extra_vars: dict[str, Any], *, check: bool = False
+) -> PlaybookRun:
+    """ansible-playbook as a user runs it, with the aws_ec2 inventory."""
+    argv = [VENV_BIN / "ansible-playbook", "-i", moto.inventory, playbook, *(["--check"] if check else [])]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     return PlaybookRun(run_tool(argv, check=False, **moto.env(cluster_name)))
@@ -149,10 +157,9 @@ def provision_vars(cluster_name: str, public_key: Path, **overrides: Any) -> dic
     }
 
 
-def provision(moto: Moto, cluster_name: str, public_key: Path, **overrides: Any) -> PlaybookRun:
-    return run_playbook(
-        moto, "playbooks/provision.yml", cluster_name, provision_vars(cluster_name, public_key, **overrides)
-    )
+def provision(moto: Moto, cluster_name: str, public_key: Path, *, check: bool = False, **overrides: Any) -> PlaybookRun:
+    extra_vars = provision_vars(cluster_name, public_key, **overrides)
+    return run_playbook(moto, "playbooks/provision.yml", cluster_name, extra_vars, check=check)
 
 
 def teardown(moto: Moto, cluster_name: str | None) -> PlaybookRun:

@@ -70,3 +70,11 @@ def test_key_path_that_is_a_directory(moto: Moto, empty_region: dict[str, set[st
 def test_private_key_is_never_uploaded(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
     overrides = {"ec2_ssh_public_key_path": str(public_key.with_suffix(""))}
     assert_refused(moto, empty_region, public_key, overrides, ["ec2_ssh_public_key_path", "public key"])
+
+
+def test_check_mode_in_an_empty_region_creates_nothing(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
+    run = provision(moto, CLUSTER, public_key, check=True)
+    assert run.ok, run.output
+    assert run.changed == 1, run.output  # the VPC it would create; the rest needs its id
+    assert "Check mode stops here" in run.output
+    assert snapshot(moto.ec2()) == empty_region

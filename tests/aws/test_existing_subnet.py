@@ -1,30 +1,53 @@
-"""A user's existing subnet, Calico IP-in-IP and an explicitly world-open admin CIDR.
+"""A user's existing subnet, Calico IP-in-IP, an explicitly world-open admin CIDR, and the SSH wait.
 
 The role must build into the given subnet without creating network resources,
 open IP protocol 4 between nodes and turn the source/destination check off,
-and teardown must leave the user's VPC and subnet alone.
+wait for SSH unless told not to, and teardown must leave the user's VPC and
+subnet alone. The tests run in file order and share the cluster.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.aws.conftest import Moto, ingress_rules, live_instances, provision, snapshot, tag_filter, teardown
+from tests.aws.conftest import (
+    Moto,
+    PlaybookRun,
+    ingress_rules,
+    live_instances,
+    provision,
+    provision_vars,
+    run_playbook,
+    snapshot,
+    tag_filter,
+    teardown,
+)
 
 pytestmark = pytest.mark.aws
 
 CLUSTER = "byo"
 
 
-def test_existing_subnet_with_ipip(moto: Moto, public_key: Path):
+@dataclass
+class Existing:
+    vpc: str
+    subnet: str
+    before: dict[str, set[str]]
+    overrides: dict[str, Any]
+    first_run: PlaybookRun
+
+
+@pytest.fixture(scope="module")
+def existing(moto: Moto, public_key: Path) -> Existing:
     moto.reset()
     ec2 = moto.ec2()
     vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
     before = snapshot(ec2)
-
     overrides = {
         "ec2_subnet_id": subnet,
         "ec2_worker_count": 0,
@@ -32,26 +55,48 @@ def test_existing_subnet_with_ipip(moto: Moto, public_key: Path):
         "ec2_admin_cidr": "0.0.0.0/0",
         "ec2_allow_any_source": True,
     }
-    run = provision(moto, CLUSTER, public_key, **overrides)
-    assert run.ok, run.output
+    # The first run keeps the default SSH wait (short): moto's address has no sshd.
+    extra = provision_vars(CLUSTER, public_key, **overrides, ec2_ssh_wait_timeout=1)
+    del extra["ec2_wait_for_ssh"]
+    first_run = run_playbook(moto, "playbooks/provision.yml", CLUSTER, extra)
+    return Existing(vpc, subnet, before, overrides, first_run)
 
+
+def test_ssh_wait_is_on_by_default(existing: Existing):
+    output = existing.first_run.output
+    assert not existing.first_run.ok
+    assert "changed: [localhost] => (item=byo-master)" in output  # launched ...
+    assert "TASK [ec2 : Wait until SSH answers on every node]" in output  # ... then waited, and timed out
+    assert "failed: [localhost] (item=byo-master" in output
+
+
+def test_nothing_networked_is_created_in_an_existing_subnet(moto: Moto, existing: Existing):
+    ec2 = moto.ec2()
     after = snapshot(ec2)
     for kind in ("vpcs", "subnets", "internet_gateways", "route_tables"):
-        assert after[kind] == before[kind], kind
+        assert after[kind] == existing.before[kind], kind
     groups = ec2.describe_security_groups(Filters=tag_filter(CLUSTER))["SecurityGroups"]
-    assert {g["VpcId"] for g in groups} == {vpc}
+    assert {g["VpcId"] for g in groups} == {existing.vpc}
+    assert [n["SubnetId"] for n in live_instances(ec2, tag_filter(CLUSTER))] == [existing.subnet]
 
+
+def test_ipip_opens_protocol_4_and_turns_the_source_destination_check_off(moto: Moto, existing: Existing):
+    ec2 = moto.ec2()
     rules = ingress_rules(ec2, ["byo-nodes"])
     assert ("byo-nodes", "4", None, None, "byo-nodes") in rules  # IP-in-IP, no ports (as AWS shows it)
     assert ("byo-nodes", "tcp", 22, 22, "0.0.0.0/0") in rules  # asked for explicitly
+    assert [n["SourceDestCheck"] for n in live_instances(ec2, tag_filter(CLUSTER))] == [False]
 
-    again = provision(moto, CLUSTER, public_key, **overrides)
-    assert again.ok, again.output
-    assert again.changed == 0, again.output
 
-    nodes = live_instances(ec2, tag_filter(CLUSTER))
-    assert [(n["SubnetId"], n["SourceDestCheck"]) for n in nodes] == [(subnet, False)]
+def test_rerun_without_the_ssh_wait_changes_nothing(moto: Moto, public_key: Path, existing: Existing):
+    state = snapshot(moto.ec2())
+    run = provision(moto, CLUSTER, public_key, **existing.overrides)
+    assert run.ok, run.output
+    assert run.changed == 0, run.output
+    assert snapshot(moto.ec2()) == state
 
-    removed = teardown(moto, CLUSTER)
-    assert removed.ok, removed.output
-    assert snapshot(ec2) == before
+
+def test_teardown_leaves_the_users_network(moto: Moto, existing: Existing):
+    run = teardown(moto, CLUSTER)
+    assert run.ok, run.output
+    assert snapshot(moto.ec2()) == existing.before

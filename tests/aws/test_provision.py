@@ -22,8 +22,6 @@ from tests.aws.conftest import (
     inventory,
     live_instances,
     provision,
-    provision_vars,
-    run_playbook,
     snapshot,
     tag_filter,
     tagged,
@@ -198,14 +196,13 @@ def test_second_run_changes_nothing(moto: Moto, public_key: Path, first_run: Pla
     assert snapshot(moto.ec2()) == state
 
 
-def test_waiting_for_ssh_is_on_by_default(moto: Moto, public_key: Path, first_run: PlaybookRun):
-    extra = provision_vars(CLUSTER, public_key, **OVERRIDES, ec2_ssh_wait_timeout=2)
-    del extra["ec2_wait_for_ssh"]
-    run = run_playbook(moto, "playbooks/provision.yml", CLUSTER, extra)
-    # moto's addresses have no sshd behind them: the default wait must fail there
-    assert not run.ok
-    assert "Wait until SSH answers on every node" in run.output
-    assert "failed: [localhost] (item=demo-master" in run.output
+def test_check_mode_changes_nothing_and_previews_a_new_worker(moto: Moto, public_key: Path, first_run: PlaybookRun):
+    state = snapshot(moto.ec2())
+    run = provision(moto, CLUSTER, public_key, **OVERRIDES, ec2_worker_count=2, check=True)
+    assert run.ok, run.output
+    assert run.changed == 1, run.output  # the launch of demo-worker-2, previewed
+    assert "changed: [localhost] => (item=demo-worker-2)" in run.output
+    assert snapshot(moto.ec2()) == state
 
 
 def test_inventory_groups_this_clusters_nodes(moto: Moto, first_run: PlaybookRun):
