@@ -57,6 +57,11 @@ def attach(veth: str, bridge: str, timeout: float = 30.0) -> None:
     run(["ip", "link", "set", veth, "master", bridge, "up"])
 
 
+def is_attached(veth: str, bridge: str) -> bool:
+    master = SYSFS_NET / veth / "master"
+    return master.exists() and master.resolve().name == bridge
+
+
 def _chain(lab_name: str) -> str:
     return f"LAB-{lab_name.upper()}"
 

@@ -67,8 +67,25 @@ STOP_TIMEOUT = 30.0
 # Bumped whenever prepare_base() changes what it writes, so the cached base is rebuilt.
 BASE_VERSION = "1"
 
-# nspawn exits 133 when systemd in the node reboots: boot the same root again.
-SUPERVISOR = 'while :; do "$@"; rc=$?; [ "$rc" -eq 133 ] || exit "$rc"; echo "[lab] node rebooting"; done'
+# nspawn exits 133 when systemd in the node reboots (`reboot`, Ansible's reboot
+# module): boot the same root again. Every boot makes a new veth, so the
+# supervisor puts it on the bridge ($LAB_VETH, $LAB_BRIDGE) each time.
+SUPERVISOR = """
+while :; do
+    "$@" &
+    child=$!
+    tries=0
+    while [ ! -e "/sys/class/net/$LAB_VETH" ] && [ $tries -lt 300 ] && kill -0 $child 2>/dev/null; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    ip link set "$LAB_VETH" master "$LAB_BRIDGE" up || echo "[lab] could not attach $LAB_VETH to $LAB_BRIDGE"
+    wait $child
+    rc=$?
+    [ "$rc" -eq 133 ] || exit "$rc"
+    echo "[lab] node rebooting"
+done
+"""
 
 # The node's cgroup controllers are mounted read-only by nspawn; runc must create
 # cgroups, so they are mounted again, read-write, before any container runtime.
@@ -378,6 +395,9 @@ def prepare_base() -> Path:
             lists.unlink()  # they describe deb.debian.org, which nodes cannot reach
         (partial / ".complete").write_text(key + "\n")
         partial.rename(base)
+        for stale in ROOTFS_CACHE.glob("lab-node-base-*"):
+            if stale != base:  # made by an older version of this function
+                shutil.rmtree(stale)
     return base
 
 
@@ -561,6 +581,7 @@ def start_node(node: Node) -> None:
             (path / "cgroup.procs").write_text(str(os.getpid()))
 
     env = dict(os.environ, SYSTEMD_SECCOMP="0", SYSTEMD_NSPAWN_API_VFS_WRITABLE="1")
+    env.update(LAB_VETH=node.host_veth, LAB_BRIDGE=node.lab.bridge)
     with node.logfile.open("ab") as log_file:
         process = subprocess.Popen(
             ["/bin/sh", "-c", SUPERVISOR, node.name, *nspawn_argv(node)],
@@ -744,6 +765,9 @@ def up(count: int) -> Lab:
                 start_node(node)
             for node in to_start:
                 labnet.attach(node.host_veth, lab.bridge)
+            for node in nodes:  # a veth left off the bridge by a supervisor of an older version
+                if labnet.link_exists(node.host_veth) and not labnet.is_attached(node.host_veth, lab.bridge):
+                    labnet.attach(node.host_veth, lab.bridge)
         with step("wait for SSH on every node"):
             wait_for_ssh(nodes)
         with step(f"write {lab.inventory}"):

@@ -152,6 +152,16 @@ def test_reboot_restarts_systemd_and_keeps_state(test_lab):
     assert ansible_ping() == dict.fromkeys(NODES, True)
 
 
+def test_ansible_reboot_module_sees_the_node_come_back(test_lab):
+    node = NODES[1]
+    boot_id = "cat /proc/sys/kernel/random/boot_id"
+    before = on_node(node, boot_id).stdout
+    reboot = ["-b", "-m", "ansible.builtin.reboot", "-a", "reboot_timeout=120", "-o"]
+    result = run_tool(["ansible", node, "-i", INVENTORY, *reboot], check=False)
+    assert "rebooted" in result.stdout and result.returncode == 0, result.stdout + result.stderr
+    assert on_node(node, boot_id).stdout != before
+
+
 # ---------------------------------------------------------------- nested containers
 
 
