@@ -48,6 +48,8 @@ class Moto:
     # A copy of inventory/aws_ec2.yml outside the repository: the playbooks run
     # with it so that a developer's inventory/group_vars cannot change the results.
     inventory: Path
+    # moto_server's request log: one line per API call.
+    log: Path
 
     def env(self, cluster_name: str) -> dict[str, str]:
         """What a user exports for a real account, with moto's endpoint and dummy keys."""
@@ -72,6 +74,17 @@ class Moto:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
+
+    def api_calls(self) -> int:
+        """API requests moto has answered so far (read until the log stops growing)."""
+        count = -1
+        while True:
+            lines = self.log.read_text().splitlines()
+            now = sum(1 for line in lines if '] "' in line and "/moto-api/" not in line)
+            if now == count:
+                return count
+            count = now
+            time.sleep(0.2)
 
     def reset(self) -> None:
         """Forget every resource (AMIs are seeded again from MOTO_AMIS_PATH)."""
@@ -102,7 +115,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                     time.sleep(0.2)
             inventory_copy = tmp_path_factory.mktemp("inventory") / "aws_ec2.yml"
             inventory_copy.write_text((REPO / "inventory" / "aws_ec2.yml").read_text())
-            yield Moto(endpoint, inventory_copy)
+            yield Moto(endpoint, inventory_copy, log)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -136,10 +149,16 @@ class PlaybookRun:
 
 
 def run_playbook(
-    moto: Moto, playbook: str, cluster_name: str, extra_vars: dict[str, Any], *, check: bool = False
+    moto: Moto,
+    playbook: str,
+    cluster_name: str,
+    extra_vars: dict[str, Any],
+    *,
+    check: bool = False,
+    inventory: str | Path | None = None,
 ) -> PlaybookRun:
-    """ansible-playbook as a user runs it, with the aws_ec2 inventory."""
-    argv = [VENV_BIN / "ansible-playbook", "-i", moto.inventory, playbook, *(["--check"] if check else [])]
+    """ansible-playbook as a user runs it, with the aws_ec2 inventory unless another is given."""
+    argv = [VENV_BIN / "ansible-playbook", "-i", inventory or moto.inventory, playbook, *(["--check"] if check else [])]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     return PlaybookRun(run_tool(argv, check=False, **moto.env(cluster_name)))
@@ -157,9 +176,17 @@ def provision_vars(cluster_name: str, public_key: Path, **overrides: Any) -> dic
     }
 
 
-def provision(moto: Moto, cluster_name: str, public_key: Path, *, check: bool = False, **overrides: Any) -> PlaybookRun:
+def provision(
+    moto: Moto,
+    cluster_name: str,
+    public_key: Path,
+    *,
+    check: bool = False,
+    inventory: str | None = None,
+    **overrides: Any,
+) -> PlaybookRun:
     extra_vars = provision_vars(cluster_name, public_key, **overrides)
-    return run_playbook(moto, "playbooks/provision.yml", cluster_name, extra_vars, check=check)
+    return run_playbook(moto, "playbooks/provision.yml", cluster_name, extra_vars, check=check, inventory=inventory)
 
 
 def teardown(moto: Moto, cluster_name: str | None) -> PlaybookRun:

@@ -47,11 +47,14 @@ def empty_region(moto: Moto) -> dict[str, set[str]]:
 def assert_refused(
     moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
-    run = provision(moto, CLUSTER, public_key, **overrides)
+    calls = moto.api_calls()
+    # A static inventory: the aws_ec2 one would call the API while it loads.
+    run = provision(moto, CLUSTER, public_key, inventory="localhost,", **overrides)
     assert not run.ok, run.output
     for word in words:
         assert word in run.output, run.output
     assert FIRST_AWS_TASK not in run.output
+    assert moto.api_calls() == calls  # not a single request reached the API
     assert snapshot(moto.ec2()) == before
 
 
