@@ -1,0 +1,69 @@
+"""Scale-out on the lab: one more worker in the inventory, the cluster playbook
+again, and the new node joins while the others only learn its pod route.
+
+It grows the shared lab by a node for good (there is no scale-in playbook), so
+it runs only when asked: CLUSTER_SCALE_OUT_NODES=4 (the node count to grow to).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from kubernetes import client
+
+from lab.paths import REPO
+from tests.cluster.test_cluster import ready_status
+from tests.conftest import VENV_BIN, run_tool
+from tests.node.lab_inventory import lab_inventory
+
+pytestmark = pytest.mark.cluster
+
+TARGET = int(os.environ.get("CLUSTER_SCALE_OUT_NODES", "0"))
+# With the bridge pod network every node must route to the new node's pods;
+# those two tasks are the only changes the existing nodes may see.
+ROUTE_TASKS = {"common : Write the pod CIDR routes on every node", "common : Apply the changed routes"}
+TASK = re.compile(r"^TASK \[(.+?)\]")
+CHANGED = re.compile(r"^changed: \[([^\]\s]+)(?: -> ([^\]\s(]+))?")
+TIMING = re.compile(r"^(worker : Run kubeadm join.*?) -+ (\d+\.\d+)s", re.MULTILINE)
+
+
+def changes_by_node(output: str) -> dict[str, set[str]]:
+    """Node actually changed (the delegation target if any) -> names of the tasks that changed it."""
+    changes: dict[str, set[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        if match := TASK.match(line):
+            task = match.group(1)
+        elif match := CHANGED.match(line):
+            node = match.group(2) or match.group(1)
+            changes.setdefault(node, set()).add(task)
+    return changes
+
+
+@pytest.mark.skipif(TARGET == 0, reason="grows the shared lab for good: set CLUSTER_SCALE_OUT_NODES=4 to run it")
+def test_new_worker_joins_and_the_others_only_learn_its_route(core: client.CoreV1Api):
+    before = lab_inventory()
+    assert len(before.nodes) < TARGET, f"the lab has {len(before.nodes)} nodes already"
+    grown = run_tool([VENV_BIN / "python", "-m", "lab", "up", "--nodes", str(TARGET)], check=False)
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    lab_inventory.cache_clear()
+    after = lab_inventory()
+    new_nodes = sorted(set(after.nodes) - set(before.nodes))
+    assert new_nodes, "lab up added no node"
+    assert not {n.metadata.name for n in core.list_node().items} & set(new_nodes)
+
+    playbook = [VENV_BIN / "ansible-playbook", "-i", after.path, REPO / "playbooks" / "cluster.yml"]
+    result = run_tool(playbook, check=False, ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
+    assert result.returncode == 0, result.stdout[-6000:]
+    print("\n" + "\n".join(f"{task}: {seconds}s" for task, seconds in TIMING.findall(result.stdout)))
+
+    existing = {node: tasks for node, tasks in changes_by_node(result.stdout).items() if node not in new_nodes}
+    assert all(tasks <= ROUTE_TASKS for tasks in existing.values()), existing
+    nodes = {node.metadata.name: ready_status(node) for node in core.list_node().items}
+    assert {name: nodes.get(name) for name in after.nodes} == dict.fromkeys(after.nodes, "True")
+
+    again = run_tool(playbook, check=False)
+    assert again.returncode == 0
+    assert changes_by_node(again.stdout) == {}, "the run after the scale-out changed something"
