@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -861,16 +862,32 @@ def status() -> list[dict[str, str]]:
     return rows
 
 
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One up/down/reboot of a lab at a time (two `make lab-up` would race)."""
+    lab = Lab.from_env()
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    with (lab.state_dir / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another lab command on {lab.name!r} to finish ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up_command(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab up")
     parser.add_argument("--nodes", type=int, default=3, help="number of nodes: one master, the rest workers")
-    up(parser.parse_args(args).nodes)
+    with _exclusive():
+        up(parser.parse_args(args).nodes)
     return 0
 
 
 def down_command(args: list[str]) -> int:
     argparse.ArgumentParser(prog="python -m lab down").parse_args(args)
-    down()
+    with _exclusive():
+        down()
     return 0
 
 
@@ -901,7 +918,8 @@ def ssh_command(args: list[str]) -> int:
 def reboot_command(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab reboot")
     parser.add_argument("node")
-    reboot(parser.parse_args(args).node)
+    with _exclusive():
+        reboot(parser.parse_args(args).node)
     return 0
 
 
