@@ -5,6 +5,8 @@ Run after playbooks/cluster.yml: `.venv/bin/python -m pytest -m node tests/node`
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.node.lab_inventory import Inventory, setting
@@ -121,3 +123,10 @@ def test_worker_joined_with_kubelet_credentials(worker_host):
     assert worker_host.file("/etc/kubernetes/kubelet.conf").exists
     # the join configuration held a token: it must not be left behind
     assert not worker_host.file("/etc/kubernetes/kubeadm-join.yaml").exists
+
+
+def test_every_bootstrap_token_expires(master_host):
+    # a token without expiry would let anyone who saw it join forever
+    expiries = master_host.check_output("kubeadm token list -o jsonpath='{.expires}{\"\\n\"}'").splitlines()
+    # (expired tokens are deleted by the token cleaner, so the list may be empty)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expiry) for expiry in expiries), expiries
