@@ -925,7 +925,8 @@ def reboot_command(args: list[str]) -> int:
 
 def clean_command(args: list[str]) -> int:
     argparse.ArgumentParser(prog="python -m lab clean").parse_args(args)
-    down()
+    with _exclusive():
+        down()
     with step(f"remove the caches in {CACHE}"):
         for path in mounts_under(CACHE):
             raise StepFailed(f"refusing to remove {CACHE}: {path} is mounted")
