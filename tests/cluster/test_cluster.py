@@ -54,6 +54,16 @@ def test_cluster_playbook_second_run_changes_nothing(inventory: Inventory):
     )
 
 
+def test_pod_cidr_overlapping_the_node_network_is_refused_before_any_change(inventory: Inventory):
+    playbook = [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml"]
+    # the lab's node network is 10.77.0.0/24
+    result = run_tool([*playbook, "-e", "cluster_pod_cidr=10.77.0.0/16"], check=False)
+    assert result.returncode != 0
+    assert "must not overlap" in result.stdout
+    recap = RECAP.findall(result.stdout)
+    assert recap and all(changed == "0" for _, changed, _, _ in recap), recap
+
+
 def ready_status(node: client.V1Node) -> str | None:
     return next((c.status for c in node.status.conditions or [] if c.type == "Ready"), None)
 
