@@ -373,9 +373,14 @@ def plot(reports: list[dict[str, object]], path: Path) -> None:
             axis.axvline(report["rollout_seconds"], color="green", linestyle="--", linewidth=1, label="old pods gone")
         axis.axvline(report["trigger_seconds"], color="grey", linestyle=":", linewidth=1, label="command returns")
         kinds = ", ".join(f"{k} {v}" for k, v in report["error_kinds"].items()) or "none"  # type: ignore[union-attr]
+        if report["expected_trigger_to_succeed"]:
+            outcome = (
+                f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s"
+            )
+        else:
+            outcome = f"the command failed after {report['trigger_seconds']} s and Helm rolled back"
         axis.set_title(
-            f"{report['variant']}: {report['errors']} errors / {report['requests']} requests ({kinds}); "
-            f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s",
+            f"{report['variant']}: {report['errors']} errors / {report['requests']} requests ({kinds}); {outcome}",
             fontsize=9,
         )
         axis.set_ylabel("requests/s")
@@ -457,9 +462,10 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                     raise StepFailed(f"helm upgrade of the control failed:\n{rollout.trigger_output[-3000:]}")
                 old, new = new, old
         if not options.keep_control:
-            with step("remove the control release"):
+            with step("remove the control release and its namespace"):
                 run(["helm", "uninstall", CONTROL.release, "--kubeconfig", kubeconfig, "-n", CONTROL.namespace,
                      "--wait"], env=tool_env(), capture=True)  # fmt: skip
+                PodWatcher(kubeconfig, CONTROL).api.delete_namespace(CONTROL.namespace)
 
     if options.bad_release:
         bad = f"never ready {stamp}"
