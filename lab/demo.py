@@ -10,6 +10,7 @@ errors/requests. `make setup` has already run (the Makefile's dependency).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from kubernetes import client, config
@@ -52,6 +53,14 @@ def demo_command(args: list[str]) -> int:
     with step("site.yml: the cluster and the app with the message hello-world"):
         run(["ansible-playbook", "-i", INVENTORY, "site.yml", "-e", "app_message=hello-world"], cwd=REPO)
 
+    status = rolling_update_under_load(options.rate)
+    log(f"demo done in {time.monotonic() - started:.0f}s; make bench-rollout: keep-alive, control, rollback")
+    return status
+
+
+def rolling_update_under_load(rate: float) -> int:
+    """hello-world -> hola with deploy.yml while the prober runs; print what changed."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in step with the log on stderr
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
     host = worker_address()
     before = get_message(host, PROJECT.node_port)
@@ -60,18 +69,18 @@ def demo_command(args: list[str]) -> int:
     show_nodes(core)
     show_pods(core, "before")
 
-    with step(f"deploy.yml -e app_message=hola under {options.rate:.0f} requests/s"):
+    with step(f"deploy.yml -e app_message=hola under {rate:.0f} requests/s"):
         rollout = Rollout("project/new", PROJECT, "new", "hello-world", "hola", expect_success=True)
         measure(
             rollout,
             lambda: deploy_playbook("hola"),
             host=host,
             kubeconfig=KUBECONFIG,
-            rate=options.rate,
+            rate=rate,
             before=15.0,
             after=15.0,
         )
-    print(rollout.trigger_output.split("TASK [app : Show the rollout]")[-1].split("PLAY RECAP")[0].strip())
+    print(rollout.trigger_output.split("TASK [app : Show the rollout]")[-1].split("PLAY RECAP")[0].strip("* \n"))
     if rollout.trigger_rc != 0:
         raise StepFailed("deploy.yml failed (output above)")
     show_pods(core, "after")
@@ -83,8 +92,7 @@ def demo_command(args: list[str]) -> int:
         f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s"
     )
     print(
-        f"prober ({options.rate:.0f}/s, new connection per request): "
+        f"prober ({rate:.0f}/s, new connection per request): "
         f"{report['errors']} errors / {report['requests']} requests {report['error_kinds'] or ''}"
     )
-    log(f"demo done in {time.monotonic() - started:.0f}s; make bench-rollout: keep-alive, control, rollback")
     return 0 if report["errors"] == 0 and after == "hola" else 1
