@@ -365,9 +365,13 @@ def plot(reports: list[dict[str, object]], path: Path) -> None:
         axis.bar(seconds, new, width=1.0, align="edge", bottom=old, color="#dd8452", label="new message")
         bottoms = [o + n for o, n in zip(old, new, strict=True)]
         axis.bar(seconds, errors, width=1.0, align="edge", bottom=bottoms, color="#c44e52", label="errors")
-        error_seconds = [s for s, e in zip(seconds, errors, strict=True) if e]
-        if error_seconds:
-            axis.plot(error_seconds, [0] * len(error_seconds), "x", color="#c44e52", markersize=9)
+        # Errors are few against 100 requests/s: mark each second that had any above the bars.
+        top = max([o + n + e for o, n, e in zip(old, new, errors, strict=True)], default=100)
+        for second, count in zip(seconds, errors, strict=True):
+            if count:
+                axis.plot(second + 0.5, top * 1.08, "v", color="#c44e52", markersize=8)
+                axis.annotate(str(count), (second + 0.5, top * 1.13), ha="center", fontsize=7, color="#c44e52")
+        axis.set_ylim(0, top * 1.22)
         axis.axvline(0, color="black", linestyle="--", linewidth=1, label="upgrade starts")
         if report["rollout_seconds"] is not None:
             axis.axvline(report["rollout_seconds"], color="green", linestyle="--", linewidth=1, label="old pods gone")
