@@ -64,6 +64,45 @@ def test_pod_cidr_overlapping_the_node_network_is_refused_before_any_change(inve
     assert recap and all(changed == "0" for _, changed, _, _ in recap), recap
 
 
+TASK = re.compile(r"^TASK \[(.+?)\]")
+CHANGED = re.compile(r"^changed: \[([^\]\s]+)(?: -> ([^\]\s(]+))?")
+
+
+def changes_by_node(output: str) -> dict[str, set[str]]:
+    """Node actually changed (the delegation target if any) -> names of the tasks that changed it."""
+    changes: dict[str, set[str]] = {}
+    task = ""
+    for line in output.splitlines():
+        if match := TASK.match(line):
+            task = match.group(1)
+        elif match := CHANGED.match(line):
+            node = match.group(2) or match.group(1)
+            changes.setdefault(node, set()).add(task)
+    return changes
+
+
+def test_half_joined_worker_detected_by_the_api_in_a_dry_run(inventory: Inventory):
+    """A worker with kubelet credentials but no Node object is re-joined, or refused when repair is off.
+
+    Check mode with a node name the API does not know stands in for a half-joined
+    node, so the shared cluster is not touched.
+    """
+    worker = inventory.workers[-1]
+    playbook = [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml", "--check"]
+    dry_run = [*playbook, "--limit", worker, "-e", "worker_node_name=never-joined"]
+    repaired = run_tool(dry_run, check=False)
+    assert repaired.returncode == 0, repaired.stdout[-4000:]
+    assert {
+        "worker : Stop kubelet before joining again",
+        "worker : Move the stale join's files out of the way",
+    } <= changes_by_node(repaired.stdout).get(worker, set())
+    refused = run_tool([*dry_run, "-e", "worker_repair_half_joined=false"], check=False)
+    assert refused.returncode != 0
+    assert "the API has no such node" in refused.stdout
+    host = testinfra.get_host(ssh_host_url(worker))
+    assert host.service("kubelet").is_running, "a dry run stopped kubelet"
+
+
 def ready_status(node: client.V1Node) -> str | None:
     return next((c.status for c in node.status.conditions or [] if c.type == "Ready"), None)
 

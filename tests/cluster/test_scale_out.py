@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from lab.paths import REPO
-from tests.cluster.test_cluster import ready_status
+from tests.cluster.test_cluster import changes_by_node, ready_status
 from tests.conftest import VENV_BIN, run_tool
 from tests.node.lab_inventory import lab_inventory
 
@@ -24,22 +24,7 @@ TARGET = int(os.environ.get("CLUSTER_SCALE_OUT_NODES", "0"))
 # With the bridge pod network every node must route to the new node's pods;
 # those two tasks are the only changes the existing nodes may see.
 ROUTE_TASKS = {"common : Write the pod CIDR routes on every node", "common : Apply the changed routes"}
-TASK = re.compile(r"^TASK \[(.+?)\]")
-CHANGED = re.compile(r"^changed: \[([^\]\s]+)(?: -> ([^\]\s(]+))?")
 TIMING = re.compile(r"^(worker : Run kubeadm join.*?) -+ (\d+\.\d+)s", re.MULTILINE)
-
-
-def changes_by_node(output: str) -> dict[str, set[str]]:
-    """Node actually changed (the delegation target if any) -> names of the tasks that changed it."""
-    changes: dict[str, set[str]] = {}
-    task = ""
-    for line in output.splitlines():
-        if match := TASK.match(line):
-            task = match.group(1)
-        elif match := CHANGED.match(line):
-            node = match.group(2) or match.group(1)
-            changes.setdefault(node, set()).add(task)
-    return changes
 
 
 @pytest.mark.skipif(TARGET == 0, reason="grows the shared lab for good: set CLUSTER_SCALE_OUT_NODES=4 to run it")
