@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+from pathlib import Path
 
 from lab.paths import REPO
 from lab.rootfs import debootstrap
@@ -57,10 +58,8 @@ def _image_label(reference: str, label: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def build_base_image() -> str:
-    """localhost/python-base:<rootfs key>, imported from a cached debootstrap tree."""
-    root = debootstrap("python-base", BASE_PACKAGES)
-    reference = f"{BASE_IMAGE_NAME}:{root.name.rsplit('-', 1)[-1]}"
+def import_rootfs_image(root: Path, reference: str) -> str:
+    """podman import of a cached debootstrap tree as `reference` (once: the tag carries the root's key)."""
     if subprocess.run(["podman", "image", "exists", reference], check=False).returncode != 0:
         with step(f"import base image {reference}"):
             tar = subprocess.Popen(["tar", "-C", str(root), "--exclude=./.complete", "-c", "."], stdout=subprocess.PIPE)
@@ -71,6 +70,12 @@ def build_base_image() -> str:
             if result.returncode != 0 or tar.returncode != 0:
                 raise ValueError(f"podman import failed: {result.stderr.strip()}")
     return reference
+
+
+def build_base_image() -> str:
+    """localhost/python-base:<rootfs key>, imported from a cached debootstrap tree."""
+    root = debootstrap("python-base", BASE_PACKAGES)
+    return import_rootfs_image(root, f"{BASE_IMAGE_NAME}:{root.name.rsplit('-', 1)[-1]}")
 
 
 def download_wheels() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lab import builds
 from lab.gobuild import build
-from lab.image import PODMAN_RUN_FLAGS, build_app_image, chart_app_version
+from lab.image import PODMAN_RUN_FLAGS, build_app_image, chart_app_version, import_rootfs_image
 from lab.paths import CACHE
 from lab.rootfs import debootstrap
 from lab.run import log, run, step
@@ -122,24 +122,10 @@ def is_in_registry(name: str, tag: str) -> bool:
     return link.is_file()
 
 
-def _podman_exists(reference: str) -> bool:
-    return subprocess.run(["podman", "image", "exists", reference], check=False).returncode == 0
-
-
 def base_image() -> str:
     """localhost/kubeadm-lab/base:<rootfs key>, imported from a cached debootstrap tree."""
     root = debootstrap("k8s-image-base", BASE_PACKAGES)
-    reference = f"{LOCAL_PREFIX}/base:{root.name.rsplit('-', 1)[-1]}"
-    if not _podman_exists(reference):
-        with step(f"import base image {reference}"):
-            tar = subprocess.Popen(["tar", "-C", str(root), "--exclude=./.complete", "-c", "."], stdout=subprocess.PIPE)
-            result = subprocess.run(
-                ["podman", "import", "-", reference], stdin=tar.stdout, capture_output=True, text=True, check=False
-            )
-            tar.wait()
-            if result.returncode != 0 or tar.returncode != 0:
-                raise ValueError(f"podman import failed: {result.stderr.strip()}")
-    return reference
+    return import_rootfs_image(root, f"{LOCAL_PREFIX}/base:{root.name.rsplit('-', 1)[-1]}")
 
 
 def build_pause() -> Path:
