@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,48 @@ def run_tool(
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# --------------------------------------------------------------------------- the lab cluster
+
+# Nodes of the lab the mirror, node, cluster and deploy tests run on.
+LAB_NODES = 3
+
+
+@dataclass(frozen=True)
+class LabCluster:
+    inventory: Path
+    # made by this test session from fresh nodes (False with LAB_REUSE=1)
+    fresh: bool
+
+
+def _lab(*args: str) -> None:
+    result = run_tool([VENV_BIN / "python", "-m", "lab", *args], check=False)
+    if result.returncode != 0:
+        pytest.fail(f"python -m lab {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def lab_cluster() -> Iterator[LabCluster]:
+    """The default lab with the mirror served and playbooks/cluster.yml converged.
+
+    Every run starts from fresh nodes, so the cold path (packages, kubeadm init,
+    join, pod network) is what is proven, and removes them at the end.
+    LAB_REUSE=1 tests the lab that is running instead and leaves it running.
+    """
+    from lab.nodes import Lab
+
+    reuse = os.environ.get("LAB_REUSE") == "1"
+    inventory = Lab.from_env().inventory
+    if not reuse:
+        _lab("down")
+    _lab("mirror")  # nothing to do when cached
+    _lab("up", "--nodes", str(LAB_NODES))
+    started = time.monotonic()
+    result = run_tool([VENV_BIN / "ansible-playbook", "-i", inventory, "playbooks/cluster.yml"], check=False)
+    if result.returncode != 0:
+        pytest.fail(f"playbooks/cluster.yml on the lab failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+    print(f"\nlab cluster: cluster.yml converged in {time.monotonic() - started:.0f}s (fresh nodes: {not reuse})")
+    yield LabCluster(inventory, fresh=not reuse)
+    if not reuse:
+        _lab("down")

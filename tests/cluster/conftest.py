@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.conftest import LabCluster
 from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, setting  # noqa: F401
 
 
 @pytest.fixture(scope="session")
-def inventory() -> Inventory:
+def inventory(lab_cluster: LabCluster) -> Inventory:
     return lab_inventory()
 
 
@@ -21,8 +22,7 @@ def kubeconfig(inventory: Inventory) -> Path:
     # the master role fetches the admin kubeconfig here (cluster_kubeconfig_local_path)
     name = str(setting(inventory, inventory.master, "cluster_name"))
     path = Path(os.environ.get("CLUSTER_KUBECONFIG", Path.home() / ".kube" / f"{name}.conf"))
-    if not path.is_file():
-        pytest.skip(f"{path} is missing: run playbooks/cluster.yml against the lab first")
+    assert path.is_file(), f"{path} is missing: the master role fetches it (cluster_kubeconfig_local_path)"
     return path
 
 

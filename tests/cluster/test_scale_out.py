@@ -1,8 +1,9 @@
 """Scale-out on the lab: one more worker in the inventory, the cluster playbook
 again, and the new node joins while the others only learn its pod route.
 
-It grows the shared lab by a node for good (there is no scale-in playbook), so
-it runs only when asked: CLUSTER_SCALE_OUT_NODES=4 (the node count to grow to).
+It grows the lab by a node for good (there is no scale-in playbook): it runs on
+the fresh lab of a test session, and on a reused one (LAB_REUSE=1) only when
+asked with CLUSTER_SCALE_OUT_NODES=N (the node count to grow to).
 """
 
 from __future__ import annotations
@@ -15,20 +16,21 @@ from kubernetes import client
 
 from lab.paths import REPO
 from tests.cluster.test_cluster import changes_by_node, ready_status
-from tests.conftest import VENV_BIN, run_tool
+from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
 from tests.node.lab_inventory import lab_inventory
 
 pytestmark = pytest.mark.cluster
 
-TARGET = int(os.environ.get("CLUSTER_SCALE_OUT_NODES", "0"))
+TARGET = int(os.environ.get("CLUSTER_SCALE_OUT_NODES", "0")) or LAB_NODES + 1
 # With the bridge pod network every node must route to the new node's pods;
 # those two tasks are the only changes the existing nodes may see.
 ROUTE_TASKS = {"common : Write the pod CIDR routes on every node", "common : Apply the changed routes"}
 TIMING = re.compile(r"^(worker : Run kubeadm join.*?) -+ (\d+\.\d+)s", re.MULTILINE)
 
 
-@pytest.mark.skipif(TARGET == 0, reason="grows the shared lab for good: set CLUSTER_SCALE_OUT_NODES=4 to run it")
-def test_new_worker_joins_and_the_others_only_learn_its_route(core: client.CoreV1Api):
+def test_new_worker_joins_and_the_others_only_learn_its_route(core: client.CoreV1Api, lab_cluster: LabCluster):
+    if not lab_cluster.fresh and TARGET == 0:
+        pytest.skip("grows your running lab for good: set CLUSTER_SCALE_OUT_NODES=4 to run it with LAB_REUSE=1")
     before = lab_inventory()
     assert len(before.nodes) < TARGET, f"the lab has {len(before.nodes)} nodes already"
     grown = run_tool([VENV_BIN / "python", "-m", "lab", "up", "--nodes", str(TARGET)], check=False)

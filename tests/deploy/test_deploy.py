@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from lab.paths import BIN, REPO
-from tests.conftest import run_tool
+from tests.conftest import LabCluster, run_tool
 
 pytestmark = pytest.mark.cluster
 
@@ -40,9 +40,7 @@ class Rollout:
 
 
 @pytest.fixture(scope="module")
-def worker() -> str:
-    if not INVENTORY.is_file() or not KUBECONFIG.is_file():
-        pytest.skip(f"{INVENTORY} or {KUBECONFIG} is missing: build the lab cluster first (site.yml)")
+def worker(lab_cluster: LabCluster) -> str:
     hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["workers"]["hosts"]
     return next(iter(hosts.values()))["ansible_host"]
 

@@ -2,8 +2,8 @@
 repositories that apt accepts, and every kubeadm image in the registry.
 
 The session fixture runs `make mirror`'s build (seconds when warm). Tests that
-need the running lab (a node's apt, the services on the bridge) skip, saying
-why, when it is not up.
+need the running lab (a node's apt, the services on the bridge) use the
+session's lab (lab_cluster in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from lab import builds, mirror, mirror_apt, mirror_images
 from lab.gobuild import GO_CACHE
 from lab.paths import CACHE
 from lab.rootfs import debootstrap
+from tests.conftest import LabCluster
 
 pytestmark = pytest.mark.mirror
 
 K8S = builds.KUBERNETES_VERSION
 DEB_VERSION = K8S.lstrip("v") + "-1.1"
-LAB_READY = CACHE / "handoff" / "lab-ready"
 SSH_KEY = CACHE / "ssh" / "id_ed25519"
 MASTER = "10.77.0.11"
 
@@ -327,9 +327,7 @@ def test_services_start_once_serve_and_stop(
 
 
 @pytest.fixture(scope="session")
-def running_lab(built_mirror: None) -> None:
-    if not LAB_READY.is_file():
-        pytest.skip(f"the default lab is not up ({LAB_READY} missing): `make lab-up` first")
+def running_lab(built_mirror: None, lab_cluster: LabCluster) -> None:
     if not mirror.services_running():
         mirror.start_services()
 

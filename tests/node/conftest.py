@@ -5,27 +5,22 @@ from __future__ import annotations
 import pytest
 import testinfra
 
+from lab.nodes import Lab
+from tests.conftest import LAB_NODES, LabCluster
 from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, ssh_host_url  # noqa: F401
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # One test per inventory node; the node list is read only when a test asks for it.
+    # One test per node of the lab the session brings up (lab_cluster), known before it exists.
+    planned = Lab.from_env().nodes(LAB_NODES)
     if "node" in metafunc.fixturenames:
-        names = lab_inventory().nodes if _inventory_present() else ["no-lab"]
-        metafunc.parametrize("node", names, scope="module")
+        metafunc.parametrize("node", [n.name for n in planned], scope="module")
     if "worker" in metafunc.fixturenames:
-        names = lab_inventory().workers if _inventory_present() else ["no-lab"]
-        metafunc.parametrize("worker", names, scope="module")
-
-
-def _inventory_present() -> bool:
-    from tests.node.lab_inventory import LAB_INVENTORY
-
-    return LAB_INVENTORY.is_file()
+        metafunc.parametrize("worker", [n.name for n in planned if n.role == "workers"], scope="module")
 
 
 @pytest.fixture(scope="session")
-def inventory() -> Inventory:
+def inventory(lab_cluster: LabCluster) -> Inventory:
     return lab_inventory()
 
 
