@@ -13,6 +13,11 @@ a Pod watcher records when the old pods go. Variants, all in one run:
 - project/bad-release: deploy.yml with a release whose pods never become ready;
   it must fail, Helm must roll back, and only the old message may be served.
 
+With --worker-outage (about 7 more minutes, so not by default), one more
+measurement: a worker that runs one of the app's pods is powered off hard
+while a worker that stays up is probed, until the app has its replicas ready
+on the nodes that are up again; then the worker is started again.
+
 Writes reports/rollout.json (per variant: requests, errors, error kinds,
 rollout seconds, mixed-message seconds, ...), reports/rollout.png and one CSV
 per variant with every request.
@@ -105,6 +110,7 @@ class PodState:
     template_hash: str
     ready: bool
     terminating: bool
+    node: str = ""
 
 
 class PodWatcher:
@@ -131,6 +137,7 @@ class PodWatcher:
                     (pod.metadata.labels or {}).get("pod-template-hash", ""),
                     conditions.get("Ready") == "True",
                     pod.metadata.deletion_timestamp is not None,
+                    pod.spec.node_name or "",
                 )
             )
         return states
@@ -288,6 +295,131 @@ def measure(
     return rollout
 
 
+# ------------------------------------------------------------------ a worker powered off
+
+
+OUTAGE_TIMEOUT = 420.0  # node-not-ready eviction is 300 s, then a new pod starts
+
+
+def workers(inventory: Path = INVENTORY) -> dict[str, str]:
+    """Worker name -> ansible_host, in inventory order."""
+    hosts = yaml.safe_load(inventory.read_text())["all"]["children"]["workers"]["hosts"]
+    return {name: str((values or {}).get("ansible_host", name)) for name, values in hosts.items()}
+
+
+def node_ready(api: object, name: str) -> str:
+    """The node's Ready condition: True, False or Unknown (the node controller's verdict)."""
+    conditions = api.read_node(name).status.conditions or []  # type: ignore[attr-defined]
+    return next((c.status for c in conditions if c.type == "Ready"), "Unknown")
+
+
+@dataclass
+class WorkerOutage:
+    """One worker powered off under load; times are seconds relative to the poweroff."""
+
+    stopped_node: str
+    probed_node: str
+    replicas: int
+    message: str
+    samples: list[Sample] = field(default_factory=list)
+    poweroff_at: float = 0.0
+    node_not_ready_at: float | None = None
+    pod_unready_at: float | None = None
+    whole_at: float | None = None
+    restarted_ready_seconds: float | None = None
+    measured_at: str = ""
+
+    def report(self) -> dict[str, object]:
+        def since(at: float | None) -> float | None:
+            return round(at - self.poweroff_at, 2) if at is not None else None
+
+        errors = [s.sent - self.poweroff_at for s in self.samples if not s.ok]
+        return {
+            "measured_at": self.measured_at,
+            "stopped_node": self.stopped_node,
+            "probed_node": self.probed_node,
+            "replicas": self.replicas,
+            **summarize(self.samples),
+            "seconds_until_whole": since(self.whole_at),
+            "whole_within_timeout": self.whole_at is not None,
+            "timeout_s": OUTAGE_TIMEOUT,
+            "seconds_with_errors": len({math.floor(t) for t in errors}),
+            "first_error_at": round(min(errors), 2) if errors else None,
+            "last_error_at": round(max(errors), 2) if errors else None,
+            "node_not_ready_at": since(self.node_not_ready_at),
+            "pod_on_stopped_node_unready_at": since(self.pod_unready_at),
+            "restarted_node_ready_after_s": self.restarted_ready_seconds,
+            "window_seconds": round(self.samples[-1].sent - self.samples[0].sent, 2) if self.samples else 0,
+            "per_second": per_second(self.samples, self.poweroff_at, self.message, ""),
+        }
+
+
+def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before: float, after: float) -> WorkerOutage:
+    """Power off a worker running an app pod while probing another; wait until the app is whole; restart it."""
+    from lab import nodes
+
+    watcher = PodWatcher(kubeconfig, PROJECT).start()
+    _, pods = watcher.latest
+    ready = [p for p in pods if p.ready and not p.terminating]
+    addresses = workers()
+    stopped = next((p.node for p in ready if p.node in addresses), None)
+    if stopped is None:
+        watcher.stop()
+        raise StepFailed(f"no ready app pod on a worker ({[(p.name, p.node) for p in pods]})")
+    # Probe a worker that stays up; one without an app pod if there is one, so every request crosses nodes.
+    up_workers = [name for name in addresses if name != stopped]
+    probed = min(up_workers, key=lambda name: any(p.node == name for p in ready))
+    outage = WorkerOutage(
+        stopped, probed, len(ready), message, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    )
+    lab = nodes.Lab.from_env()
+    prober = Prober(addresses[probed], PROJECT.node_port, rate=rate, expected={message}).start()
+    try:
+        time.sleep(before)
+        outage.poweroff_at = time.monotonic()
+        # No time for a clean poweroff: everything in the node's cgroups is killed, like a crashed instance.
+        nodes.stop_node(lab.node(stopped), timeout=0)
+        log(f"{stopped} powered off {time.monotonic() - outage.poweroff_at:.1f}s after the request")
+        while time.monotonic() - outage.poweroff_at < OUTAGE_TIMEOUT:
+            at, pods = watcher.latest
+            if outage.pod_unready_at is None and not any(p.ready for p in pods if p.node == stopped):
+                outage.pod_unready_at = at
+            if outage.node_not_ready_at is None and node_ready(watcher.api, stopped) != "True":
+                outage.node_not_ready_at = time.monotonic()
+            up_and_ready = [p for p in pods if p.ready and not p.terminating and p.node != stopped]
+            if len(up_and_ready) >= outage.replicas:
+                outage.whole_at = at
+                break
+            time.sleep(POLL)
+        time.sleep(after)
+    finally:
+        outage.samples = prober.stop()
+        watcher.stop()
+        with step(f"start {stopped} again and wait until it is Ready"):
+            started = time.monotonic()
+            nodes.up(lab.recorded_count())
+            while node_ready(watcher.api, stopped) != "True":
+                if time.monotonic() - started > 300:
+                    raise StepFailed(f"{stopped} not Ready 300 s after it was started again")
+                time.sleep(1)
+            outage.restarted_ready_seconds = round(time.monotonic() - started, 1)
+    return outage
+
+
+def print_outage(report: dict[str, object]) -> None:
+    kinds = ", ".join(f"{k}={v}" for k, v in report["error_kinds"].items()) or "-"  # type: ignore[union-attr]
+    whole = report["seconds_until_whole"]
+    print(
+        f"worker outage ({report['stopped_node']} off, {report['probed_node']} probed): "
+        f"{report['errors']} errors / {report['requests']} requests ({kinds}) in "
+        f"{report['seconds_with_errors']} s between {report['first_error_at']} and {report['last_error_at']} s; "
+        f"node NotReady at {report['node_not_ready_at']} s, its pod unready at "
+        f"{report['pod_on_stopped_node_unready_at']} s, "
+        + (f"whole again after {whole} s" if whole is not None else f"not whole within {report['timeout_s']:.0f} s")
+        + f"; restarted node Ready after {report['restarted_node_ready_after_s']} s"
+    )
+
+
 # ------------------------------------------------------------------ triggers
 
 
@@ -339,13 +471,13 @@ def helm_control_argv(kubeconfig: Path, message: str, image: str, *, install: bo
 # ------------------------------------------------------------------ report
 
 
-def write_csv(path: Path, rollout: Rollout) -> None:
+def write_csv(path: Path, samples: list[Sample], origin: float) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(
             handle, fieldnames=["scheduled", "sent", "latency", "kind", "status", "message", "detail"]
         )
         writer.writeheader()
-        writer.writerows(as_rows(rollout.samples, rollout.upgrade_start))
+        writer.writerows(as_rows(samples, origin))
 
 
 def plot(reports: list[dict[str, object]], path: Path) -> None:
@@ -483,20 +615,40 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
             if after != current:
                 raise StepFailed(f"after the rollback /version answers {after!r}, not {current!r}")
 
+    outage = None
+    if options.worker_outage:
+        with step(f"worker outage: power off a worker with an app pod under {options.rate:.0f} req/s"):
+            measured = measure_worker_outage(
+                kubeconfig=kubeconfig, message=current, rate=options.rate, before=options.before, after=options.after
+            )
+            REPORTS.mkdir(exist_ok=True)
+            write_csv(REPORTS / "rollout-worker-outage.csv", measured.samples, measured.poweroff_at)
+            outage = measured.report()
+
     REPORTS.mkdir(exist_ok=True)
     reports = [r.report() for r in results]
     for rollout in results:
-        write_csv(REPORTS / f"rollout-{rollout.variant.replace('/', '-')}.csv", rollout)
-    document = {
-        "rate_per_s": options.rate,
-        "seconds_before_upgrade": options.before,
-        "seconds_after_old_pods_gone": options.after,
-        "timeout_s": 2.0,
-        "host": f"{host} (NodePort on a worker)",
-        "variants": {r["variant"]: r for r in reports},
-    }
-    (REPORTS / "rollout.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    plot(reports, REPORTS / "rollout.png")
+        write_csv(REPORTS / f"rollout-{rollout.variant.replace('/', '-')}.csv", rollout.samples, rollout.upgrade_start)
+    path = REPORTS / "rollout.json"
+    # A run of only the outage keeps the rollout variants of the last run (and the other way round).
+    document = json.loads(path.read_text()) if path.is_file() and not (reports and outage) else {}
+    if reports:
+        document.update(
+            {
+                "rate_per_s": options.rate,
+                "seconds_before_upgrade": options.before,
+                "seconds_after_old_pods_gone": options.after,
+                "timeout_s": 2.0,
+                "host": f"{host} (NodePort on a worker)",
+                "variants": {r["variant"]: r for r in reports},
+            }
+        )
+        plot(reports, REPORTS / "rollout.png")
+    if outage:
+        document["worker_outage"] = outage
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if outage:
+        print_outage(outage)
     return reports
 
 
@@ -505,12 +657,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     p.add_argument("--before", type=float, default=15.0, help="seconds probed before the upgrade starts")
     p.add_argument("--after", type=float, default=15.0, help="seconds probed after the old pods are gone")
-    p.add_argument("--modes", type=lambda s: s.split(","), default=["new", "keepalive"], help="project variants")
+    p.add_argument(
+        "--modes",
+        type=lambda s: [m for m in s.split(",") if m],
+        default=["new", "keepalive"],
+        help="project variants (empty: none)",
+    )
     p.add_argument("--control-modes", type=lambda s: s.split(","), default=["new"], help="control variants")
     p.add_argument("--no-control", dest="control", action="store_false", help="skip the negative control")
     p.add_argument("--keep-control", action="store_true", help="leave the control release installed")
     p.add_argument("--no-bad-release", dest="bad_release", action="store_false", help="skip the rollback variant")
     p.add_argument("--bad-timeout", default="60s", help="helm --timeout for the bad release (default 60s)")
+    p.add_argument(
+        "--worker-outage",
+        action="store_true",
+        help="also power off a worker running an app pod and measure until the app is whole (about 7 min)",
+    )
     p.add_argument("--host", help="address whose NodePorts are probed (default: the first worker)")
     p.add_argument("--kubeconfig", default=str(KUBECONFIG))
     p.add_argument("--image", default="10.77.0.1:5000/tiny-http-app:1.0.0", help="image of the control")
@@ -520,6 +682,7 @@ def parser() -> argparse.ArgumentParser:
 def bench_rollout_command(args: list[str]) -> int:
     options = parser().parse_args(args)
     reports = bench_rollout(options)
-    print_summary(reports)
+    if reports:
+        print_summary(reports)
     log(f"wrote {REPORTS / 'rollout.json'}, {REPORTS / 'rollout.png'} and one CSV per variant in {REPORTS}")
     return 0
