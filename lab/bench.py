@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import math
-import os
 import subprocess
 import tempfile
 import threading
@@ -41,9 +40,10 @@ from pathlib import Path
 
 import yaml
 
-from lab.paths import BIN, REPO, REPORTS
+from lab.paths import REPO, REPORTS
 from lab.prober import Prober, Sample, as_rows, mark_stale, summarize
 from lab.run import StepFailed, log, run, step
+from lab.tools import tool_env
 
 INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
 KUBECONFIG = Path.home() / ".kube" / "kubeadm-demo.conf"
@@ -84,15 +84,6 @@ def worker_address(inventory: Path = INVENTORY) -> str:
     workers = data["all"]["children"]["workers"]["hosts"]
     name = next(iter(workers))
     return str((workers[name] or {}).get("ansible_host", name))
-
-
-def tool_env() -> dict[str, str]:
-    """What `make` exports: pinned tools first on PATH, helm plugins, the project's ansible.cfg."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(BIN), str(REPO / ".venv" / "bin"), env.get("PATH", "")])
-    env.setdefault("HELM_PLUGINS", str(Path(env.get("LAB_CACHE", BIN.parent)) / "helm-plugins"))
-    env.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
-    return env
 
 
 def get_message(host: str, port: int, timeout: float = 3.0) -> str | None:

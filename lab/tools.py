@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from lab.gobuild import GoBuild, build, link_into_bin
-from lab.paths import BIN, CACHE
+from lab.paths import BIN, CACHE, REPO
 from lab.run import run, step
 
 HELM_VERSION = "v3.14.4"
@@ -37,6 +37,17 @@ HELM_DIFF = GoBuild(
 
 # Helm finds plugins here; the app role points HELM_PLUGINS at the same place.
 HELM_PLUGINS = CACHE / "helm-plugins"
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment `make` gives commands: pinned tools and the venv first on PATH,
+    helm's plugins, the project's ansible.cfg."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), str(REPO / ".venv" / "bin"), env.get("PATH", "")])
+    env["HELM_PLUGINS"] = str(HELM_PLUGINS)
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env.update(extra)
+    return env
 
 
 def install_helm_diff(diff_dir: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,20 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.paths import BIN, REPO
-from lab.tools import HELM_PLUGINS
+from lab.paths import REPO
+from lab.tools import tool_env
 
 VENV_BIN = REPO / ".venv" / "bin"
-
-
-def tool_env(**extra: str) -> dict[str, str]:
-    """The environment `make` gives commands: pinned tools and the venv first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(BIN), str(VENV_BIN), env.get("PATH", "")])
-    env["HELM_PLUGINS"] = str(HELM_PLUGINS)
-    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-    env.update(extra)
-    return env
 
 
 def run_tool(
@@ -33,6 +25,28 @@ def run_tool(
     return subprocess.run(
         [str(a) for a in argv], cwd=cwd, env=tool_env(**extra), text=True, capture_output=True, check=check
     )
+
+
+# One host's line of the PLAY RECAP: "lab-master   : ok=61   changed=26   unreachable=0 ..."
+RECAP_LINE = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+[ \t]*)+)$", re.MULTILINE)
+
+
+def play_recap(output: str) -> dict[str, dict[str, int]]:
+    """host -> counts (ok, changed, unreachable, failed, ...) from an ansible-playbook run's PLAY RECAP."""
+    if "PLAY RECAP" not in output:
+        return {}
+    section = output.rpartition("PLAY RECAP")[2]
+    return {
+        host: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
+        for host, counts in RECAP_LINE.findall(section)
+    }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

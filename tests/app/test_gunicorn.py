@@ -17,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from lab.paths import REPO
+from tests.conftest import free_port
 
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, dict]:

@@ -8,8 +8,6 @@ moto through AWS_ENDPOINT_URL, with dummy credentials.
 from __future__ import annotations
 
 import json
-import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,7 +20,7 @@ import boto3
 import pytest
 
 from lab.paths import REPO
-from tests.conftest import VENV_BIN, run_tool
+from tests.conftest import VENV_BIN, free_port, play_recap, run_tool
 
 REGION = "us-east-1"
 # Canonical-looking AMIs moto serves (MOTO_AMIS_PATH): one right answer and decoys.
@@ -32,14 +30,7 @@ NEWEST_JAMMY_AMD64 = "ami-0b22222222222222b"
 MOTO_SHIM = Path(__file__).with_name("moto_shim")
 CANONICAL = "099720109477"
 ADMIN_CIDR = "203.0.113.7/32"
-RECAP = re.compile(r"^localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -93,7 +84,7 @@ class Moto:
 
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with log.open("w") as log_file:
@@ -142,10 +133,10 @@ class PlaybookRun:
 
     @property
     def changed(self) -> int:
-        """changed= of the PLAY RECAP, summed over the plays."""
-        recaps = RECAP.findall(self.result.stdout)
-        assert recaps, f"no PLAY RECAP in:\n{self.output}"
-        return sum(int(changed) for _, changed, _, _ in recaps)
+        """changed= of the PLAY RECAP."""
+        recap = play_recap(self.result.stdout)
+        assert "localhost" in recap, f"no PLAY RECAP in:\n{self.output}"
+        return recap["localhost"]["changed"]
 
 
 def run_playbook(

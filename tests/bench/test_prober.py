@@ -24,14 +24,9 @@ from werkzeug.wrappers import Request, Response
 
 from lab.paths import REPO
 from lab.prober import Prober, Sample, mark_stale, summarize
+from tests.conftest import free_port
 
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes] | None = None) -> None:

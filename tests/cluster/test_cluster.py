@@ -19,14 +19,13 @@ from kubernetes import client
 from kubernetes.stream import stream
 
 from lab.paths import REPO
-from tests.conftest import VENV_BIN, run_tool
+from tests.conftest import VENV_BIN, play_recap, run_tool
 from tests.node.lab_inventory import Inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.cluster
 
 APP_IMAGE_NAME = "tiny-http-app:1.0.0"
 APP_PORT = 8080
-RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 
 
 def run_cluster_playbook(inventory: Inventory) -> tuple[float, dict[str, tuple[int, int, int]], str]:
@@ -37,8 +36,8 @@ def run_cluster_playbook(inventory: Inventory) -> tuple[float, dict[str, tuple[i
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     recap = {
-        host: (int(changed), int(unreachable), int(failed))
-        for host, changed, unreachable, failed in RECAP.findall(result.stdout)
+        host: (counts["changed"], counts["unreachable"], counts["failed"])
+        for host, counts in play_recap(result.stdout).items()
     }
     return elapsed, recap, result.stdout
 
@@ -60,8 +59,8 @@ def test_pod_cidr_overlapping_the_node_network_is_refused_before_any_change(inve
     result = run_tool([*playbook, "-e", "cluster_pod_cidr=10.77.0.0/16"], check=False)
     assert result.returncode != 0
     assert "must not overlap" in result.stdout
-    recap = RECAP.findall(result.stdout)
-    assert recap and all(changed == "0" for _, changed, _, _ in recap), recap
+    recap = play_recap(result.stdout)
+    assert recap and all(counts["changed"] == 0 for counts in recap.values()), recap
 
 
 TASK = re.compile(r"^TASK \[(.+?)\]")

@@ -8,7 +8,6 @@ undeploy twice, and a fresh install at the end that leaves the app running.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 import urllib.request
@@ -16,16 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 
-from lab.paths import BIN, REPO
-from tests.conftest import LabCluster, run_tool
+from lab.bench import INVENTORY, KUBECONFIG, worker_address
+from lab.paths import BIN
+from tests.conftest import LabCluster, play_recap, run_tool
 
 pytestmark = pytest.mark.cluster
 
-INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
-KUBECONFIG = Path.home() / ".kube" / "kubeadm-demo.conf"
 RELEASE = NAMESPACE = DEPLOYMENT = "tiny-http-app"
 NODE_PORT = 30080
 
@@ -41,8 +38,7 @@ class Rollout:
 
 @pytest.fixture(scope="module")
 def worker(lab_cluster: LabCluster) -> str:
-    hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["workers"]["hosts"]
-    return next(iter(hosts.values()))["ansible_host"]
+    return worker_address()
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +68,9 @@ def succeeded(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
 
 
 def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    match = re.search(r"localhost\s*:\s*(.*)", result.stdout.split("PLAY RECAP")[-1])
-    assert match, result.stdout[-2000:]
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+    counts = play_recap(result.stdout).get("localhost")
+    assert counts, result.stdout[-2000:]
+    return counts
 
 
 def version(worker: str) -> tuple[int, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,6 +11,7 @@ import uuid
 import pytest
 
 from lab.image import PODMAN_RUN_FLAGS, build_app_image
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.image
 
@@ -23,12 +23,6 @@ def image() -> str:
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["podman", *args], text=True, capture_output=True, check=check)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

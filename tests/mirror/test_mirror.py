@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.error
@@ -25,16 +24,14 @@ import pytest
 
 from lab import builds, mirror, mirror_apt, mirror_images
 from lab.gobuild import GO_CACHE
-from lab.paths import CACHE
+from lab.nodes import Lab, ssh_argv
 from lab.rootfs import debootstrap
-from tests.conftest import LabCluster
+from tests.conftest import LabCluster, free_port
 
 pytestmark = pytest.mark.mirror
 
 K8S = builds.KUBERNETES_VERSION
 DEB_VERSION = K8S.lstrip("v") + "-1.1"
-SSH_KEY = CACHE / "ssh" / "id_ed25519"
-MASTER = "10.77.0.11"
 
 
 def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -289,12 +286,6 @@ def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, comman
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_services_start_once_serve_and_stop(
     built_mirror: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -333,9 +324,8 @@ def running_lab(built_mirror: None, lab_cluster: LabCluster) -> None:
 
 
 def on_master(script: str) -> subprocess.CompletedProcess[str]:
-    ssh = ["ssh", "-i", SSH_KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
-    ssh += ["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"admin@{MASTER}"]
-    return run([*ssh, f"sh -c {shlex.quote(script)}"], check=False, timeout=600)
+    master = Lab.from_env().nodes(1)[0]  # the lab's SSH user, key and known hosts
+    return run(ssh_argv(master, f"sh -c {shlex.quote(script)}"), check=False, timeout=600)
 
 
 def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -> None:
