@@ -5,6 +5,7 @@ One version per component, read by the mirror and by the roles' lab variables.
 
 from __future__ import annotations
 
+from lab import distfiles
 from lab.gobuild import GoBuild
 
 KUBERNETES_VERSION = "v1.29.15"
@@ -160,3 +161,32 @@ CNI_PLUGINS = GoBuild(
 
 # Builds the mirror needs beyond Kubernetes, in the order they are made.
 MIRROR_BUILDS = (KUBERNETES, CNI_PLUGINS, CRICTL, ETCD, COREDNS)
+
+# CRI-O from its release tag (lab.distfiles: the proxy refuses the module), as
+# upstream's Makefile builds bin/crio and bin/pinns: cgo for libseccomp, the
+# vendored dependencies, the build tags its detection scripts pick on a Debian
+# host without gpgme, btrfs or devicemapper headers. The version is a constant
+# in internal/version; only the build date is an ldflag (the tag's commit date).
+CRIO_VERSION = "v1.29.13"
+CRIO_BUILD_DATE = "2025-02-03T10:08:33Z"
+CRIO = GoBuild(
+    name="cri-o",
+    version=CRIO_VERSION,
+    module="github.com/cri-o/cri-o",
+    binaries={"crio": "./cmd/crio"},
+    tags=(
+        "containers_image_openpgp",
+        "containers_image_ostree_stub",
+        "exclude_graphdriver_btrfs",
+        "btrfs_noversion",
+        "exclude_graphdriver_devicemapper",
+        "seccomp",
+        "selinux",
+        "apparmor",
+    ),
+    ldflags=f"-s -w -X github.com/cri-o/cri-o/internal/version.buildDate={CRIO_BUILD_DATE}",
+    cgo=True,
+    source=distfiles.CRIO_SOURCE,
+    mod="vendor",
+    c_programs={"pinns": "pinns"},
+)

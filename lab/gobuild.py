@@ -1,11 +1,14 @@
 """Pinned Go builds from the module proxy, cached by name and version.
 
-Two ways, chosen by the spec:
+Three ways, chosen by the spec:
 - no `replace` needed: `go install module/pkg@version` builds exactly the
   upstream module with its own go.sum;
 - `replace` needed (Kubernetes pins its staging modules that way, and a
   dependency's replaces are ignored): a small wrapper module requires the
-  upstream module and repeats the replaces.
+  upstream module and repeats the replaces;
+- a source tarball (lab.distfiles: CRI-O, Calico, which the proxy refuses):
+  `go build` inside the verified, unpacked tree with its own go.mod, from its
+  vendor/ directory or with dependencies from the proxy.
 The result lives in CACHE/go/<name>-<version>/ with a stamp of the spec; a
 matching stamp means nothing is rebuilt.
 """
@@ -19,10 +22,15 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab.distfiles import Distfile, unpacked
 from lab.paths import BIN, CACHE
 from lab.run import log, run, step
 
 GO_CACHE = CACHE / "go"
+# Go's own module and build caches live in the lab cache too: a fresh HOME with
+# the same LAB_CACHE (a new user, CI) then rebuilds nothing.
+GO_MODULE_CACHE = GO_CACHE / "mod"
+GO_BUILD_CACHE = GO_CACHE / "build-cache"
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ class GoBuild:
     # modules whose checksums the proxy's checksum database does not serve;
     # their hashes are still recorded in the wrapper's go.sum
     nosumdb: tuple[str, ...] = ()
+    # build inside this source tree (binaries map to ./relative packages)
+    source: Distfile | None = None
+    # go's -mod for the build: mod (a wrapper resolves freely), vendor, readonly
+    mod: str = "mod"
+    # static C programs of the source tree: output name -> directory whose
+    # src/*.c are compiled as its Makefile does (CRI-O's pinns)
+    c_programs: dict[str, str] = field(default_factory=dict)
 
     @property
     def outdir(self) -> Path:
@@ -63,15 +78,20 @@ def default_binary_name(package: str) -> str:
     return parts[-1]
 
 
+def go_env(**extra: str) -> dict[str, str]:
+    """The environment every go command of the lab runs with (caches in the lab cache)."""
+    env = dict(os.environ, GOMODCACHE=str(GO_MODULE_CACHE), GOCACHE=str(GO_BUILD_CACHE))
+    # writable module files, so `make lab-clean` can remove the cache
+    env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -modcacherw").strip()
+    env.update(extra)
+    return env
+
+
 def _env(spec: GoBuild) -> dict[str, str]:
-    env = dict(os.environ)
-    env["CGO_ENABLED"] = "1" if spec.cgo else "0"
-    env.setdefault("GOFLAGS", "")
-    env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
+    env = go_env(CGO_ENABLED="1" if spec.cgo else "0")
+    env["GOFLAGS"] = (env["GOFLAGS"] + f" -mod={spec.mod}").strip()
     if spec.nosumdb:
         env["GONOSUMDB"] = ",".join(spec.nosumdb)
-    # The proxy's module and build caches stay in Go's defaults (outside the
-    # repository), which keeps warm rebuilds of a changed spec fast.
     return env
 
 
@@ -81,7 +101,7 @@ def is_current(spec: GoBuild) -> bool:
     return (
         stamp.is_file()
         and stamp.read_text() == spec.stamp()
-        and all((spec.outdir / b).is_file() for b in spec.binaries)
+        and all((spec.outdir / b).is_file() for b in [*spec.binaries, *spec.c_programs])
     )
 
 
@@ -100,7 +120,20 @@ def build(spec: GoBuild) -> Path:
             flags += ["-tags", ",".join(spec.tags)]
         if spec.ldflags:
             flags += ["-ldflags", spec.ldflags]
-        if spec.needs_wrapper:
+        if spec.source is not None:
+            tree = unpacked(spec.source)
+            log(f"  compiling {', '.join(spec.binaries)} in {tree}")
+            run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=tree, env=env)
+            for binary, package in spec.binaries.items():
+                if default_binary_name(package) != binary:
+                    (tmp / default_binary_name(package)).rename(tmp / binary)
+            for program, directory in spec.c_programs.items():
+                log(f"  compiling {program} (static C)")
+                sources = sorted(str(c) for c in (tree / directory / "src").glob("*.c"))
+                cflags = ["-std=c99", "-Os", "-Wall", "-Werror", "-Wextra", "-static", "-O3"]
+                run(["gcc", *cflags, "-o", tmp / program, *sources])
+                run(["strip", "-s", tmp / program])
+        elif spec.needs_wrapper:
             src = GO_CACHE / "src" / f"{spec.name}-{spec.version}"
             src.mkdir(parents=True, exist_ok=True)
             lines = [f"module lab.local/build/{spec.name}", "", "go 1.22", ""]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import builds
-from lab.gobuild import build
+from lab.gobuild import build, go_env
 from lab.image import PODMAN_RUN_FLAGS, build_app_image, chart_app_version, import_rootfs_image
 from lab.paths import CACHE
 from lab.rootfs import debootstrap
@@ -130,7 +130,9 @@ def base_image() -> str:
 
 def build_pause() -> Path:
     """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
-    download = run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{builds.KUBERNETES_VERSION}"], capture=True)
+    download = run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{builds.KUBERNETES_VERSION}"], capture=True, env=go_env()
+    )
     kubernetes_src = Path(json.loads(download.stdout)["Dir"])
     source = kubernetes_src / "build" / "pause" / "linux" / "pause.c"
     output = IMAGES_DIR / f"pause-{PAUSE_VERSION}" / "pause"
