@@ -113,6 +113,9 @@ class Prober:
         self._dispatcher = threading.Thread(target=self._dispatch, name="probe-dispatch", daemon=True)
         self.started_at = 0.0
         self.stopped_at = 0.0
+        # run_for: no request is scheduled after started_at + this (a late wake-up
+        # of the caller on a loaded machine must not add requests)
+        self._duration: float | None = None
 
     # lifecycle ----------------------------------------------------------
     def start(self) -> Prober:
@@ -130,8 +133,10 @@ class Prober:
             return sorted(self.samples, key=lambda s: s.scheduled)
 
     def run_for(self, seconds: float) -> list[Sample]:
+        """Send for exactly `seconds` of schedule (rate * seconds + 1 requests), then stop."""
+        self._duration = seconds
         self.start()
-        time.sleep(seconds)
+        self._dispatcher.join()
         return self.stop()
 
     def __enter__(self) -> Prober:
@@ -145,6 +150,8 @@ class Prober:
     def _dispatch(self) -> None:
         index = 0
         while True:
+            if self._duration is not None and index / self.rate > self._duration + 1e-9:
+                return
             due = self.started_at + index / self.rate
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):

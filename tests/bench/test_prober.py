@@ -55,11 +55,12 @@ def gunicorn() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: master and workers die together
     )
     wait_listening(port, process)
     yield port, process
     if process.poll() is None:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
@@ -93,10 +94,28 @@ def test_rate_is_held_and_every_request_is_logged(gunicorn):
     assert summary["errors"] == 0, summary
     assert summary["messages"] == {"probe-me": len(samples)}
     assert 98 <= summary["rate_per_s"] <= 102
-    assert summary["max_send_lag_ms"] < 100
+    # Requests leave on schedule, not one after the other: a serial prober would
+    # fall seconds behind. (Measured: up to 0.6 s of lag at a load average of 14
+    # on 2 cores, under 0.1 s on an idle machine.)
+    assert summary["max_send_lag_ms"] < 1000
     gaps = [b.scheduled - a.scheduled for a, b in itertools.pairwise(samples)]
     assert max(gaps) == pytest.approx(0.01, abs=1e-6)
     assert all(s.status == 200 and s.latency > 0 and s.sent >= s.scheduled for s in samples)
+
+
+def wait_refused(port: int) -> float:
+    """When a connection to port was first refused (nothing holds the socket any more)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                pass
+        except ConnectionRefusedError:
+            return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"port {port} still accepts connections 10 s after the kill")
 
 
 def test_errors_are_counted_when_the_server_goes_away(gunicorn):
@@ -104,17 +123,21 @@ def test_errors_are_counted_when_the_server_goes_away(gunicorn):
     prober = Prober("127.0.0.1", port, rate=100, expected={"probe-me"}).start()
     time.sleep(1.0)
     killed_at = time.monotonic()
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # master and workers, like a crashed pod
     process.wait()
+    refused_at = wait_refused(port)
     time.sleep(1.0)
     samples = prober.stop()
-    before = [s for s in samples if s.sent < killed_at - 0.05]
-    after = [s for s in samples if s.sent > killed_at + 0.05]
+    before = [s for s in samples if s.sent + s.latency < killed_at]  # answered before the kill
+    # while the workers die, a connection one of them accepted may be reset
+    # instead of refused: both are errors of a connection kind, never ok
+    dying = [s for s in samples if killed_at - 0.05 <= s.sent <= refused_at]
+    gone = [s for s in samples if s.sent > refused_at]
     assert before and all(s.ok for s in before)
-    assert len(after) >= 90
-    assert not any(s.ok for s in after)
-    assert {s.kind for s in after} == {"connect"}, summarize(after)
-    assert summarize(samples)["errors"] >= len(after)
+    assert {s.kind for s in dying if not s.ok} <= {"connect", "reset"}, summarize(dying)
+    assert len(gone) >= 80
+    assert {s.kind for s in gone} == {"connect"}, summarize(gone)
+    assert summarize(samples)["errors"] >= len(gone)
 
 
 def test_error_kinds_are_classified(werkzeug_server):
@@ -192,6 +215,12 @@ class KeepAliveHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def peak_in_flight(samples: list[Sample]) -> int:
+    """The most requests that were open at the same moment."""
+    events = sorted([(s.sent, 1) for s in samples] + [(s.sent + s.latency, -1) for s in samples])
+    return max(itertools.accumulate(change for _, change in events))
+
+
 def test_keepalive_reuses_connections_and_new_mode_does_not():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -199,7 +228,11 @@ def test_keepalive_reuses_connections_and_new_mode_does_not():
     try:
         samples = Prober("127.0.0.1", port, rate=50, mode="keepalive").run_for(1.0)
         assert len(samples) >= 49 and all(s.ok for s in samples)
-        assert len(set(client_ports)) <= 10 < len(client_ports), "keep-alive opened a connection per request"
+        # one connection per thread, and a thread only opens one when it has none:
+        # at most as many as requests were ever in flight at once (slower on a loaded machine)
+        connections = len(set(client_ports))
+        assert connections < len(client_ports), "keep-alive opened a connection per request"
+        assert connections <= peak_in_flight(samples) + 2, (connections, peak_in_flight(samples))
 
         client_ports.clear()
         samples = Prober("127.0.0.1", port, rate=50, mode="new").run_for(1.0)
