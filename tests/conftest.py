@@ -1,11 +1,13 @@
-"""Shared test plumbing: where the repository and the pinned tools are."""
+"""Shared test plumbing: where the repository and the pinned tools are, a fresh HOME."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,10 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from lab.paths import REPO
+from lab.paths import CACHE, REPO
 from lab.tools import tool_env
 
 VENV_BIN = REPO / ".venv" / "bin"
+
+# The suite runs as a new user on a new machine would: HOME is an empty
+# directory (no ~/.kube, ~/.ssh, ~/.ansible, ~/.cache, ~/.config), so whatever
+# leans on the developer's own home fails here. Only the build cache is kept,
+# named explicitly. Set before any test module reads HOME.
+os.environ["LAB_CACHE"] = str(CACHE)
+FRESH_HOME = Path(tempfile.mkdtemp(prefix="kubeadm-lab-home-"))
+os.environ["HOME"] = str(FRESH_HOME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(FRESH_HOME, ignore_errors=True)
 
 
 def run_tool(

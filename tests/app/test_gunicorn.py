@@ -90,9 +90,10 @@ def test_gunicorn_serves_version_and_health_and_logs_access(served):
     assert '"GET /missing HTTP/1.1" 404' in output
 
 
-def test_sigterm_drains_in_flight_requests_then_refuses_new_ones():
+def test_sigterm_drains_in_flight_requests_then_refuses_new_ones(tmp_path):
     port = free_port()
-    process = start_gunicorn("slow_wsgi:app", port)
+    marker = tmp_path / "in-flight"
+    process = start_gunicorn("slow_wsgi:app", port, IN_FLIGHT_MARKER=str(marker))
     base = f"http://127.0.0.1:{port}"
     try:
         result: dict[str, object] = {}
@@ -102,7 +103,11 @@ def test_sigterm_drains_in_flight_requests_then_refuses_new_ones():
 
         in_flight = threading.Thread(target=slow_request)
         in_flight.start()
-        time.sleep(0.5)  # the request is now inside a worker
+        # the master listens before its workers boot: wait until one holds the request
+        deadline = time.monotonic() + 15
+        while not marker.exists():
+            assert time.monotonic() < deadline, "no worker took the request within 15 s"
+            time.sleep(0.02)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         in_flight.join(timeout=10)
@@ -110,7 +115,7 @@ def test_sigterm_drains_in_flight_requests_then_refuses_new_ones():
         elapsed = time.monotonic() - sent
         assert result["answer"] == (200, {"message": "drain-test"})
         assert process.returncode == 0
-        # it waited for the request (about 1.5 s more), not for the whole graceful timeout
+        # it waited for the request (about 2 s more), not for the whole graceful timeout
         assert 1.0 < elapsed < 8.0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
