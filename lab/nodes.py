@@ -60,13 +60,14 @@ SSH_KEY = SSH_DIR / "id_ed25519"
 ADMIN_USER = "admin"
 NODE_INTERFACE = "eth0"
 FIRST_HOST_NUMBER = 11
+MAX_NODES = 20
 DEFAULT_LAB = "lab"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # LAB_BOOT_TIMEOUT: seconds to wait for SSH after booting (slow disks need more).
 BOOT_TIMEOUT = float(os.environ.get("LAB_BOOT_TIMEOUT", "120"))
 STOP_TIMEOUT = 30.0
 # Bumped whenever prepare_base() changes what it writes, so the cached base is rebuilt.
-BASE_VERSION = "2"
+BASE_VERSION = "3"
 
 # Like Debian's and Ubuntu's minimal cloud images: no docs, manuals or
 # translations, now or from later installs. A quarter less to copy per node.
@@ -112,6 +113,33 @@ for dir in /sys/fs/cgroup/*; do
     umount -l "$dir"
     mount -t cgroup -o "$name" cgroup "$dir"
 done
+"""
+# This machine withholds CAP_SYS_RESOURCE even from root, so no process may
+# lower its oom_score_adj, and runc fails on the negative scores the kubelet
+# (-997: Guaranteed and node-critical pods) and CRI-O (-998: infra containers)
+# ask for. CRI-O 1.29 has no setting like containerd's restrict_oom_score_adj,
+# so the lab's CRI-O runs runc through this wrapper (common_crio_runtime_path in
+# inventory/lab): negative oomScoreAdj in the bundle's config.json or an exec's
+# process.json become 0, then the real runc runs. EC2 nodes need none of this.
+RUNC_WRAPPER_PATH = "/usr/local/sbin/lab-runc"
+RUNC_WRAPPER = """#!/bin/sh
+# lab: runc without negative OOM score adjustments (no CAP_SYS_RESOURCE here).
+raise_oom_score_adj() {
+    [ -f "$1" ] && sed -i -E 's/"oomScoreAdj":[[:space:]]*-[0-9]+/"oomScoreAdj":0/g' "$1"
+}
+previous=
+for arg in "$@"; do
+    case $previous in
+        --bundle | -b) raise_oom_score_adj "$arg/config.json" ;;
+        --process | -p) raise_oom_score_adj "$arg" ;;
+    esac
+    case $arg in
+        --bundle=*) raise_oom_score_adj "${arg#--bundle=}/config.json" ;;
+        --process=*) raise_oom_score_adj "${arg#--process=}" ;;
+    esac
+    previous=$arg
+done
+exec /usr/sbin/runc "$@"
 """
 # systemd-networkd waits forever for udev to initialise links when /sys is
 # writable (it is: the kubelet needs that), and there is no udev in a node, so a
@@ -189,10 +217,15 @@ BUILTIN_MODULES = {
 @dataclass(frozen=True)
 class Node:
     name: str
-    number: int  # last octet of the address
-    address: ipaddress.IPv4Address
+    number: int  # last octet of the addresses
+    address: ipaddress.IPv4Address  # private: what the nodes and kubeadm use
     role: str  # "master" or "workers": the inventory group
     lab: Lab
+
+    @property
+    def public_address(self) -> ipaddress.IPv4Address:
+        """What the host (the controller) reaches the node at, like an EC2 public IP."""
+        return self.lab.public_network[self.number]
 
     @property
     def root(self) -> Path:
@@ -219,7 +252,8 @@ class Node:
 class Lab:
     name: str
     bridge: str
-    network: ipaddress.IPv4Network
+    network: ipaddress.IPv4Network  # private, the nodes' own
+    public_network: ipaddress.IPv4Network  # translated to the private one by the host
     state_dir: Path
     inventory: Path
 
@@ -238,10 +272,18 @@ class Lab:
             raise StepFailed(f"LAB_SUBNET: {error}") from error
         if network.prefixlen > 26 or not network.is_private:
             raise StepFailed(f"LAB_SUBNET {network}: use a private /26 or larger")
+        # default: the private subnet with 100 as its first octet (10.77.0.0/24 -> 100.77.0.0/24)
+        default_public = ipaddress.IPv4Network((100 << 24 | int(network.network_address) & 0xFFFFFF, network.prefixlen))
+        try:
+            public = ipaddress.IPv4Network(os.environ.get("LAB_PUBLIC_SUBNET", str(default_public)))
+        except ValueError as error:
+            raise StepFailed(f"LAB_PUBLIC_SUBNET: {error}") from error
+        if public.prefixlen != network.prefixlen or public.overlaps(network):
+            raise StepFailed(f"LAB_PUBLIC_SUBNET {public}: use a /{network.prefixlen} apart from LAB_SUBNET {network}")
         state_dir = CACHE / name
         default_inventory = REPO / "inventory/lab/hosts.yml" if name == DEFAULT_LAB else state_dir / "hosts.yml"
         inventory = Path(os.environ.get("LAB_INVENTORY", default_inventory))
-        return cls(name, bridge, network, state_dir, inventory)
+        return cls(name, bridge, network, public, state_dir, inventory)
 
     @property
     def is_default(self) -> bool:
@@ -260,8 +302,8 @@ class Lab:
         return self.state_dir / "state.json"
 
     def nodes(self, count: int) -> list[Node]:
-        if not 1 <= count <= 20:
-            raise StepFailed(f"--nodes {count}: use 1 to 20")
+        if not 1 <= count <= MAX_NODES:
+            raise StepFailed(f"--nodes {count}: use 1 to {MAX_NODES}")
         result = [Node(f"{self.name}-master", FIRST_HOST_NUMBER, self.network[FIRST_HOST_NUMBER], "master", self)]
         for i in range(1, count):
             number = FIRST_HOST_NUMBER + i
@@ -326,7 +368,7 @@ def ssh_options(lab: Lab) -> list[str]:
 
 
 def ssh_argv(node: Node, *command: str) -> list[str]:
-    return ["ssh", *ssh_options(node.lab), f"{ADMIN_USER}@{node.address}", *command]
+    return ["ssh", *ssh_options(node.lab), f"{ADMIN_USER}@{node.public_address}", *command]
 
 
 def ssh_answers(node: Node) -> bool:
@@ -341,7 +383,7 @@ def write_known_hosts(lab: Lab, nodes: list[Node]) -> None:
     for node in nodes:
         for pub in sorted((node.root / "etc/ssh").glob("ssh_host_*_key.pub")):
             keytype, key = pub.read_text().split()[:2]
-            lines.append(f"{node.name},{node.address} {keytype} {key}\n")
+            lines.append(f"{node.name},{node.address},{node.public_address} {keytype} {key}\n")
     lab.known_hosts.write_text("".join(lines))
 
 
@@ -370,7 +412,7 @@ def prepare_base() -> Path:
     builtin = _builtin_modules_list()
     kernel = os.uname().release
     inputs = [bootstrap.name, BASE_VERSION, CGROUP_RW_SCRIPT, CGROUP_RW_UNIT, NETWORK_SCRIPT, NETWORK_UNIT]
-    inputs.append(DPKG_EXCLUDES)
+    inputs += [DPKG_EXCLUDES, RUNC_WRAPPER]
     key = hashlib.sha256("\0".join([*inputs, builtin, kernel]).encode()).hexdigest()[:12]
     base = ROOTFS_CACHE / f"lab-node-base-{key}"
     if (base / ".complete").is_file():
@@ -394,6 +436,7 @@ def prepare_base() -> Path:
         _write(partial / "etc/systemd/system/lab-cgroup-rw.service", CGROUP_RW_UNIT)
         _write(partial / "usr/local/sbin/lab-network", NETWORK_SCRIPT, 0o755)
         _write(partial / "etc/systemd/system/lab-network.service", NETWORK_UNIT)
+        _write(partial / RUNC_WRAPPER_PATH.lstrip("/"), RUNC_WRAPPER, 0o755)
         chroot("systemctl", "enable", "lab-network.service", "lab-cgroup-rw.service")
         # nspawn has no real consoles; the getty on them only restarts and logs.
         chroot("systemctl", "mask", "console-getty.service", "getty@tty1.service")
@@ -694,7 +737,8 @@ def remove_root(node: Node) -> None:
 def write_inventory(lab: Lab, nodes: list[Node]) -> None:
     groups: dict[str, dict[str, dict[str, str]]] = {"master": {}, "workers": {}}
     for node in nodes:
-        groups[node.role][node.name] = {"ansible_host": str(node.address)}
+        # like the aws_ec2 inventory: reached at the public address
+        groups[node.role][node.name] = {"ansible_host": str(node.public_address)}
     inventory = {
         "all": {
             "vars": {
@@ -738,7 +782,14 @@ def _undo_on_failure(lab: Lab, created: _Created) -> Iterator[None]:
         raise
 
 
+def publish(lab: Lab, nodes: list[Node]) -> None:
+    labnet.publish(
+        lab.name, lab.bridge, lab.host_address, lab.public_network, {n.public_address: n.address for n in nodes}
+    )
+
+
 def _remove_network(lab: Lab) -> None:
+    labnet.unpublish(lab.name, lab.bridge, lab.host_address, lab.public_network)
     labnet.remove_isolation(lab.name, lab.bridge)
     labnet.delete_link(lab.bridge)
 
@@ -756,9 +807,10 @@ def up(count: int) -> Lab:
             ensure_ssh_key()
         with step("node root filesystem (cached)"):
             base = prepare_base()
-        with step(f"bridge {lab.bridge} {lab.host_address} and firewall"):
+        with step(f"bridge {lab.bridge} {lab.host_address}, public addresses {lab.public_network}, firewall"):
             created.bridge = labnet.create_bridge(lab.bridge, lab.host_address)
             labnet.isolate(lab.name, lab.bridge, lab.host_address)
+            publish(lab)
         to_start = [n for n in nodes if not is_running(n)]
         with step(f"copy root filesystems ({sum(not n.root.exists() for n in nodes)} new)"):
             new_nodes = [n for n in nodes if not n.root.exists()]
@@ -854,6 +906,7 @@ def status() -> list[dict[str, str]]:
             {
                 "node": node.name,
                 "address": str(node.address),
+                "public": str(node.public_address),
                 "group": node.role,
                 "state": "running" if running else "stopped",
                 "ssh": "yes" if running and ssh_answers(node) else "no",
@@ -900,7 +953,10 @@ def status_command(args: list[str]) -> int:
         return 0
     print(f"lab {lab.name!r}: bridge {lab.bridge} {lab.host_address}, inventory {lab.inventory}")
     for row in rows:
-        print(f"{row['node']:<16} {row['address']:<14} {row['group']:<8} {row['state']:<8} ssh={row['ssh']}")
+        print(
+            f"{row['node']:<16} {row['address']:<14} public {row['public']:<14} {row['group']:<8} {row['state']:<8}"
+            f" ssh={row['ssh']}"
+        )
     return 0 if all(r["ssh"] == "yes" for r in rows) else 1
 
 

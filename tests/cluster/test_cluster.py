@@ -7,7 +7,10 @@ Needs the lab (make lab-up), the mirror and a first run of playbooks/cluster.yml
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +18,8 @@ from datetime import UTC, datetime
 
 import pytest
 import testinfra
+import yaml
+from cryptography import x509
 from kubernetes import client
 from kubernetes.stream import stream
 
@@ -256,3 +261,23 @@ def test_worker_reboot_keeps_settings_and_node_returns_ready(core, namespace, in
             assert node.spec.pod_cidr in routes, f"no route to {node.metadata.name}'s pods after the reboot"
     # and the pod network still spans the nodes
     assert_pods_reach_each_other(core, namespace, pods_on_each_worker(core, namespace, inventory, app_image))
+
+
+# ---------------------------------------------------------------- the controller outside the VPC
+
+
+def test_the_controller_reaches_the_api_at_the_public_address_only(kubeconfig, core, inventory: Inventory):
+    """Like a laptop and an EC2 cluster: the kubeconfig names the address the controller reaches the
+    master at (ansible_host), the API certificate covers it, and the private address is refused."""
+    public = inventory.var(inventory.master, "ansible_host")
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    assert server == f"https://{public}:6443"
+    assert core.read_namespace("default").metadata.name == "default"  # TLS verified against the cluster CA
+    node = core.read_node(inventory.master)
+    private = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    assert private != public
+    with pytest.raises(OSError):
+        socket.create_connection((private, 6443), timeout=3).close()
+    certificate = x509.load_pem_x509_certificate(ssl.get_server_certificate((public, 6443)).encode())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address(public) in names.get_values_for_type(x509.IPAddress)

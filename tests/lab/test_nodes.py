@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -133,6 +134,26 @@ def test_nodes_reach_the_bridge_and_each_other_but_nothing_else(test_lab, http_o
     assert not _connect(NODES[1], "1.1.1.1", 80), "a node reached the outside"
 
 
+def _host_connects(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_the_host_reaches_nodes_at_public_addresses_only(test_lab):
+    """Like the internet and an EC2 VPC: the public address is translated to the node's
+    private one; the private address itself cannot be reached from the host."""
+    inventory = INVENTORY.read_text()
+    assert "ansible_host: 100.78.0.12" in inventory
+    assert _host_connects("100.78.0.12", 22)
+    assert not _host_connects("10.78.0.12", 22), "the host reached a private address"
+    # the node only knows its private address
+    addresses = on_node(NODES[1], "ip -4 -o addr show scope global").stdout
+    assert "10.78.0.12/" in addresses and "100.78." not in addresses
+
+
 def test_reboot_restarts_systemd_and_keeps_state(test_lab):
     node = NODES[2]
     on_node(
@@ -228,8 +249,11 @@ def _leftovers() -> list[str]:
         if str(STATE) in line
     ]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/**/labtest") if p.is_dir()]
-    rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True, check=True).stdout
-    found += [f"iptables {line}" for line in rules.splitlines() if "LAB-LABTEST" in line]
+    for table in ("filter", "nat"):
+        rules = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True)
+        found += [f"iptables {table} {line}" for line in rules.stdout.splitlines() if "LAB-LABTEST" in line]
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    found += [f"route {line}" for line in routes.splitlines() if "100.78.0.0/24" in line]
     found += [f"node root {p}" for p in (STATE / "nodes").glob("*")] if (STATE / "nodes").exists() else []
     return found
 
