@@ -159,8 +159,6 @@ CNI_PLUGINS = GoBuild(
     + CNI_PLUGINS_VERSION,
 )
 
-# Builds the mirror needs beyond Kubernetes, in the order they are made.
-MIRROR_BUILDS = (KUBERNETES, CNI_PLUGINS, CRICTL, ETCD, COREDNS)
 
 # CRI-O from its release tag (lab.distfiles: the proxy refuses the module), as
 # upstream's Makefile builds bin/crio and bin/pinns: cgo for libseccomp, the
@@ -190,3 +188,6 @@ CRIO = GoBuild(
     mod="vendor",
     c_programs={"pinns": "pinns"},
 )
+
+# What the mirror builds, in the order they are made.
+MIRROR_BUILDS = (KUBERNETES, CNI_PLUGINS, CRICTL, ETCD, COREDNS, CRIO)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import builds
+from lab.distfiles import unpacked
 from lab.gobuild import build
 from lab.paths import CACHE
 from lab.run import run, step
@@ -70,52 +71,64 @@ ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELE
 
 KUBELET_DEFAULTS = "KUBELET_EXTRA_ARGS=\n"
 
-# What the debbuild systemd macros do: enable the unit on install (kubeadm
-# starts it), stop it on removal, forget it on purge. No start here: without
-# kubeadm's config the kubelet would only crash-loop.
-KUBELET_POSTINST = """\
+
+# What the debbuild systemd macros do: enable the unit on install, stop it on
+# removal, forget it on purge, try-restart it on upgrade. No start on a fresh
+# install: the kubelet only crash-loops without kubeadm's config, and CRI-O is
+# configured first (upstream's instructions start it after install).
+def systemd_postinst(unit: str) -> str:
+    return f"""\
 #!/bin/sh
 set -e
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ]; then
     if [ -d /run/systemd/system ]; then
         systemctl --system daemon-reload >/dev/null || true
     fi
-    deb-systemd-helper unmask kubelet.service >/dev/null || true
-    if deb-systemd-helper --quiet was-enabled kubelet.service; then
-        deb-systemd-helper enable kubelet.service >/dev/null || true
+    deb-systemd-helper unmask {unit} >/dev/null || true
+    if deb-systemd-helper --quiet was-enabled {unit}; then
+        deb-systemd-helper enable {unit} >/dev/null || true
     else
-        deb-systemd-helper update-state kubelet.service >/dev/null || true
-        deb-systemd-helper enable kubelet.service >/dev/null || true
+        deb-systemd-helper update-state {unit} >/dev/null || true
+        deb-systemd-helper enable {unit} >/dev/null || true
     fi
     if [ -n "$2" ] && [ -d /run/systemd/system ]; then
-        # an upgrade: a running kubelet picks up the new binary
-        deb-systemd-invoke try-restart kubelet.service >/dev/null || true
+        # an upgrade: a running service picks up the new binary
+        deb-systemd-invoke try-restart {unit} >/dev/null || true
     fi
 fi
 """
 
-KUBELET_PRERM = """\
+
+def systemd_prerm(unit: str) -> str:
+    return f"""\
 #!/bin/sh
 set -e
 if [ "$1" = "remove" ] && [ -d /run/systemd/system ]; then
-    deb-systemd-invoke stop kubelet.service >/dev/null || true
+    deb-systemd-invoke stop {unit} >/dev/null || true
 fi
 """
 
-KUBELET_POSTRM = """\
+
+def systemd_postrm(unit: str) -> str:
+    return f"""\
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ]; then
     systemctl --system daemon-reload >/dev/null || true
 fi
 if [ "$1" = "remove" ] && [ -x /usr/bin/deb-systemd-helper ]; then
-    deb-systemd-helper mask kubelet.service >/dev/null || true
+    deb-systemd-helper mask {unit} >/dev/null || true
 fi
 if [ "$1" = "purge" ] && [ -x /usr/bin/deb-systemd-helper ]; then
-    deb-systemd-helper purge kubelet.service >/dev/null || true
-    deb-systemd-helper unmask kubelet.service >/dev/null || true
+    deb-systemd-helper purge {unit} >/dev/null || true
+    deb-systemd-helper unmask {unit} >/dev/null || true
 fi
 """
+
+
+def systemd_scripts(unit: str) -> dict[str, str]:
+    return {"postinst": systemd_postinst(unit), "prerm": systemd_prerm(unit), "postrm": systemd_postrm(unit)}
+
 
 # kubeadm ships the kubelet drop-in: systemd must re-read units.
 DAEMON_RELOAD = """\
@@ -182,12 +195,96 @@ class DebPackage:
         return digest.hexdigest()
 
 
+# CRI-O as its upstream 1.29 package lays it out (cri-o/packaging's spec:
+# binaries in /usr/bin, crio.service with /usr/bin paths, crio.conf from
+# `crio config`, policy.json, registries.conf, crictl.yaml, the example bridge
+# network), except that conmon and runc are Debian's packages instead of
+# bundled copies: the drop-in below points the runc handler at them.
+CRIO_RUNTIME_DROPIN = """\
+# The runc and conmon of the OS archive (Debian's packages this one depends on).
+[crio.runtime]
+default_runtime = "runc"
+
+[crio.runtime.runtimes.runc]
+runtime_path = "/usr/sbin/runc"
+runtime_type = "oci"
+runtime_root = "/run/runc"
+monitor_path = "/usr/bin/conmon"
+"""
+# containers/image's defaults: accept any image, as upstream's package ships.
+CONTAINERS_POLICY = """\
+{
+    "default": [{"type": "insecureAcceptAnything"}],
+    "transports": {"docker-daemon": {"": [{"type": "insecureAcceptAnything"}]}}
+}
+"""
+CONTAINERS_REGISTRIES = """\
+# Registries for unqualified image names (Kubernetes names images fully; this
+# keeps a bare "busybox" meaning what it means to Docker). Add registries in
+# registries.conf.d/.
+unqualified-search-registries = ["docker.io"]
+"""
+CRICTL_CONFIG = "runtime-endpoint: unix:///var/run/crio/crio.sock\n"
+
+
+def crio_default_config(crio_build: Path) -> Path:
+    """/etc/crio/crio.conf as upstream makes it (`crio -d "" --config="" config`), once per build."""
+    output = crio_build / "crio.conf"
+    if not output.is_file():
+        text = run([crio_build / "crio", "-d", "", "--config=", "config"], capture=True).stdout
+        if "[crio.runtime]" not in text:
+            raise ValueError("crio config printed no configuration")
+        partial = output.with_name("crio.conf.partial")
+        partial.write_text(text)
+        partial.rename(output)
+    return output
+
+
 def _binary(directory: Path, name: str, target: str) -> dict[str, tuple[Path | None, int, str | None]]:
     return {target: (directory / name, 0o755, None)}
 
 
+def crio_package() -> DebPackage:
+    crio = build(builds.CRIO)
+    tree = unpacked(builds.CRIO.source)  # type: ignore[arg-type]
+    service = (tree / "contrib/systemd/crio.service").read_text().replace("/usr/local/bin", "/usr/bin")
+    return DebPackage(
+        name="cri-o",
+        upstream_version=builds.CRIO_VERSION.lstrip("v"),
+        section="admin",
+        description="Open Container Initiative-based implementation of Kubernetes Container Runtime Interface\n"
+        "CRI-O runs the containers of Kubernetes pods with an OCI runtime (runc) and conmon.",
+        files={
+            **_binary(crio, "crio", "usr/bin/crio"),
+            **_binary(crio, "pinns", "usr/bin/pinns"),
+            f"{UNIT_DIR}/crio.service": (None, 0o644, service),
+            "etc/crio/crio.conf": (crio_default_config(crio), 0o644, None),
+            "etc/crio/crio.conf.d/10-crio.conf": (None, 0o644, CRIO_RUNTIME_DROPIN),
+            "etc/containers/policy.json": (None, 0o644, CONTAINERS_POLICY),
+            "etc/containers/registries.conf": (None, 0o644, CONTAINERS_REGISTRIES),
+            "etc/crictl.yaml": (None, 0o644, CRICTL_CONFIG),
+            "etc/cni/net.d/11-crio-ipv4-bridge.conflist": (
+                tree / "contrib/cni/11-crio-ipv4-bridge.conflist",
+                0o644,
+                None,
+            ),
+            "var/lib/crio/.crio-keep": (None, 0o644, ""),
+        },
+        depends=("conmon (>= 2.1.6)", "runc (>= 1.1.5)", "iptables", "kubernetes-cni | containernetworking-plugins"),
+        conffiles=(
+            "/etc/crio/crio.conf",
+            "/etc/crio/crio.conf.d/10-crio.conf",
+            "/etc/containers/policy.json",
+            "/etc/containers/registries.conf",
+            "/etc/crictl.yaml",
+            "/etc/cni/net.d/11-crio-ipv4-bridge.conflist",
+        ),
+        scripts=systemd_scripts("crio.service"),
+    )
+
+
 def packages() -> list[DebPackage]:
-    """The packages, built from the Go builds (which are made first if missing)."""
+    """The Kubernetes packages, built from the Go builds (which are made first if missing)."""
     kubernetes = build(builds.KUBERNETES)
     crictl = build(builds.CRICTL)
     cni = build(builds.CNI_PLUGINS)
@@ -235,7 +332,7 @@ def packages() -> list[DebPackage]:
                 "conntrack",
             ),
             conffiles=("/etc/default/kubelet",),
-            scripts={"postinst": KUBELET_POSTINST, "prerm": KUBELET_PRERM, "postrm": KUBELET_POSTRM},
+            scripts=systemd_scripts("kubelet.service"),
         ),
         DebPackage(
             name="kubectl",
@@ -296,11 +393,11 @@ def _make_deb(package: DebPackage, output: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def build_debs() -> list[Path]:
-    """Build every package whose inputs changed; return all .deb files."""
+def build_debs(wanted: list[DebPackage]) -> list[Path]:
+    """Build every package whose inputs changed; return all their .deb files."""
     DEBS_DIR.mkdir(parents=True, exist_ok=True)
     result = []
-    for package in packages():
+    for package in wanted:
         output = DEBS_DIR / package.filename
         stamp = output.with_name(output.name + ".inputs")
         digest = package.inputs_digest()

@@ -106,63 +106,77 @@ def is_current(spec: GoBuild) -> bool:
 
 
 def build(spec: GoBuild) -> Path:
-    """Build (or reuse) the binaries of spec; return the directory holding them."""
+    """Build (or reuse) the binaries of spec; return the directory holding them.
+
+    A failed build leaves nothing behind: the binaries land in the cache only
+    once all of them are made."""
     out = spec.outdir
     if is_current(spec):
         return out
     with step(f"go build {spec.name} {spec.version} ({', '.join(spec.binaries)})"):
+        # a source tarball is verified before anything is made
+        tree = unpacked(spec.source) if spec.source is not None else None
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        env = _env(spec)
-        flags = ["-trimpath"]
-        if spec.tags:
-            flags += ["-tags", ",".join(spec.tags)]
-        if spec.ldflags:
-            flags += ["-ldflags", spec.ldflags]
-        if spec.source is not None:
-            tree = unpacked(spec.source)
-            log(f"  compiling {', '.join(spec.binaries)} in {tree}")
-            run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=tree, env=env)
-            for binary, package in spec.binaries.items():
-                if default_binary_name(package) != binary:
-                    (tmp / default_binary_name(package)).rename(tmp / binary)
-            for program, directory in spec.c_programs.items():
-                log(f"  compiling {program} (static C)")
-                sources = sorted(str(c) for c in (tree / directory / "src").glob("*.c"))
-                cflags = ["-std=c99", "-Os", "-Wall", "-Werror", "-Wextra", "-static", "-O3"]
-                run(["gcc", *cflags, "-o", tmp / program, *sources])
-                run(["strip", "-s", tmp / program])
-        elif spec.needs_wrapper:
-            src = GO_CACHE / "src" / f"{spec.name}-{spec.version}"
-            src.mkdir(parents=True, exist_ok=True)
-            lines = [f"module lab.local/build/{spec.name}", "", "go 1.22", ""]
-            lines += [f"replace {m} => {m} {v}" for m, v in sorted(spec.replace.items())]
-            (src / "go.mod").write_text("\n".join(lines) + "\n")
-            run(["go", "get", f"{spec.module}@{spec.version}"], cwd=src, env=env)
-            # One `go build` for all packages: they share compiled dependencies
-            # and link in parallel. Binaries are named after their package.
-            log(f"  compiling {', '.join(spec.binaries)}")
-            run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
-            for binary, package in spec.binaries.items():
-                if default_binary_name(package) != binary:
-                    (tmp / default_binary_name(package)).rename(tmp / binary)
-        else:
-            env["GOBIN"] = str(tmp)
-            for binary, package in spec.binaries.items():
-                log(f"  compiling {binary}")
-                run(["go", "install", *flags, f"{package}@{spec.version}"], env=env)
-                built = tmp / default_binary_name(package)
-                if built.name != binary:
-                    built.rename(tmp / binary)
-        missing = [binary for binary in spec.binaries if not (tmp / binary).is_file()]
-        if missing:
-            # e.g. a package that is not `main`: go build compiles it and writes nothing
-            raise ValueError(f"go build wrote no {', '.join(missing)}")
+        try:
+            _compile(spec, tmp, tree)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         (tmp / ".spec.json").write_text(spec.stamp())
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     return out
+
+
+def _rename_to_binary_names(spec: GoBuild, directory: Path) -> None:
+    for binary, package in spec.binaries.items():
+        if default_binary_name(package) != binary:
+            (directory / default_binary_name(package)).rename(directory / binary)
+
+
+def _compile(spec: GoBuild, tmp: Path, tree: Path | None) -> None:
+    env = _env(spec)
+    flags = ["-trimpath"]
+    if spec.tags:
+        flags += ["-tags", ",".join(spec.tags)]
+    if spec.ldflags:
+        flags += ["-ldflags", spec.ldflags]
+    if tree is not None:
+        log(f"  compiling {', '.join(spec.binaries)} in {tree}")
+        run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=tree, env=env)
+        _rename_to_binary_names(spec, tmp)
+        for program, directory in spec.c_programs.items():
+            log(f"  compiling {program} (static C)")
+            sources = sorted(str(c) for c in (tree / directory / "src").glob("*.c"))
+            cflags = ["-std=c99", "-Os", "-Wall", "-Werror", "-Wextra", "-static", "-O3"]
+            run(["gcc", *cflags, "-o", tmp / program, *sources])
+            run(["strip", "-s", tmp / program])
+    elif spec.needs_wrapper:
+        src = GO_CACHE / "src" / f"{spec.name}-{spec.version}"
+        src.mkdir(parents=True, exist_ok=True)
+        lines = [f"module lab.local/build/{spec.name}", "", "go 1.22", ""]
+        lines += [f"replace {m} => {m} {v}" for m, v in sorted(spec.replace.items())]
+        (src / "go.mod").write_text("\n".join(lines) + "\n")
+        run(["go", "get", f"{spec.module}@{spec.version}"], cwd=src, env=env)
+        # One `go build` for all packages: they share compiled dependencies
+        # and link in parallel. Binaries are named after their package.
+        log(f"  compiling {', '.join(spec.binaries)}")
+        run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
+        _rename_to_binary_names(spec, tmp)
+    else:
+        env["GOBIN"] = str(tmp)
+        for binary, package in spec.binaries.items():
+            log(f"  compiling {binary}")
+            run(["go", "install", *flags, f"{package}@{spec.version}"], env=env)
+            built = tmp / default_binary_name(package)
+            if built.name != binary:
+                built.rename(tmp / binary)
+    missing = [binary for binary in [*spec.binaries, *spec.c_programs] if not (tmp / binary).is_file()]
+    if missing:
+        # e.g. a package that is not `main`: go build compiles it and writes nothing
+        raise ValueError(f"go build wrote no {', '.join(missing)}")
 
 
 def link_into_bin(directory: Path, names: list[str] | None = None) -> None:

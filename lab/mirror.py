@@ -2,10 +2,12 @@
 
 `make mirror` builds, each part only when missing or stale (all under
 CACHE/mirror/, keyed by version):
-1. the Go builds (lab.builds): Kubernetes, crictl, etcd, CoreDNS, CNI plugins;
-2. .deb packages of them like pkgs.k8s.io's (lab.debs);
+1. the Go builds (lab.builds): Kubernetes, crictl, etcd, CoreDNS, CNI plugins,
+   and CRI-O from its release tarball (lab.distfiles);
+2. .deb packages of them like pkgs.k8s.io's and CRI-O's upstream (lab.debs);
 3. the apt repositories, signed with the lab key (lab.mirror_apt): the flat
-   core:/stable:/v1.29/deb/ and a Debian bookworm subset at debian/;
+   core:/stable:/v1.29/deb/, CRI-O's repositories/isv:/cri-o:/stable:/v1.29/deb/
+   and a Debian bookworm subset at debian/;
 4. the images kubeadm pulls and the app image, pushed into a docker-registry
    storage (lab.mirror_images).
 
@@ -52,6 +54,7 @@ def _mirror_key() -> str:
     from lab import debs, mirror_apt, mirror_images
 
     parts = [spec.stamp() for spec in builds.MIRROR_BUILDS]
+    parts += [mirror_apt.CRIO_REPO_PATH]
     parts += [
         debs.REVISION,
         " ".join(mirror_apt.DEBIAN_SUBSET_PACKAGES),
@@ -206,12 +209,15 @@ def build_mirror(with_app: bool = True) -> list[str]:
             build(spec)
             done.append(f"go build {spec.name} {spec.version}")
     before = {deb: deb.stat().st_mtime_ns for deb in debs.DEBS_DIR.glob("*.deb")}
-    packages = debs.build_debs()
-    done += [f"package {deb.name}" for deb in packages if before.get(deb) != deb.stat().st_mtime_ns]
+    kubernetes_debs = debs.build_debs(debs.packages())
+    crio_debs = debs.build_debs([debs.crio_package()])
+    done += [f"package {deb.name}" for deb in kubernetes_debs + crio_debs if before.get(deb) != deb.stat().st_mtime_ns]
     try:
         fingerprint = mirror_apt.ensure_signing_key()
-        if mirror_apt.build_core_repo(packages, fingerprint):
+        if mirror_apt.build_core_repo(kubernetes_debs, fingerprint):
             done.append(f"apt repository {mirror_apt.CORE_REPO_PATH}")
+        if mirror_apt.build_crio_repo(crio_debs, fingerprint):
+            done.append(f"apt repository {mirror_apt.CRIO_REPO_PATH}")
         if mirror_apt.build_debian_subset(fingerprint):
             done.append(f"apt repository debian {mirror_apt.DEBIAN_SUITE} subset")
     finally:

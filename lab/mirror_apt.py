@@ -37,6 +37,10 @@ KEY_UID = "kubeadm-helm-rollout lab mirror <mirror@kubeadm-lab.invalid>"
 KUBERNETES_MINOR = "v" + ".".join(builds.KUBERNETES_VERSION.lstrip("v").split(".")[:2])
 CORE_REPO_PATH = f"core:/stable:/{KUBERNETES_MINOR}/deb"
 CORE_REPO = APT_ROOT / CORE_REPO_PATH
+# CRI-O's packages moved from pkgs.k8s.io's addons to openSUSE's build service:
+# https://download.opensuse.org/repositories/isv:/cri-o:/stable:/v1.29/deb/
+CRIO_MINOR = "v" + ".".join(builds.CRIO_VERSION.lstrip("v").split(".")[:2])
+CRIO_REPO_PATH = f"repositories/isv:/cri-o:/stable:/{CRIO_MINOR}/deb"
 DEBIAN_REPO = APT_ROOT / "debian"
 DEBIAN_SUITE = "bookworm"
 # verifies deb.debian.org while the subset is downloaded
@@ -46,8 +50,9 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # why. Dependencies come along; a role that installs anything else from the OS
 # archive needs it added here.
 DEBIAN_SUBSET_PACKAGES = [
-    "containerd",  # the lab's container runtime (CRI-O is not buildable here)
-    "runc",
+    "containerd",  # the other supported runtime (cluster_container_runtime: containerd)
+    "runc",  # both runtimes' OCI runtime; the cri-o package depends on it
+    "conmon",  # CRI-O's container monitor; the cri-o package depends on it
     # kubelet's package dependencies and kubeadm's preflight tools
     "conntrack",
     "ebtables",
@@ -151,35 +156,54 @@ def _stamp_matches(stamp: Path, wanted: str) -> bool:
     return stamp.is_file() and stamp.read_text() == wanted
 
 
-def build_core_repo(debs: list[Path], fingerprint: str) -> bool:
-    """The flat pkgs.k8s.io-style repository. True if it was (re)written."""
-    digest = hashlib.sha256(fingerprint.encode())
+def build_flat_repo(path: str, debs: list[Path], fingerprint: str, label: str, description: str) -> bool:
+    """A flat repository like pkgs.k8s.io's and openSUSE's build service's
+    (Packages, Release, InRelease, Release.gpg and Release.key in APT_ROOT/path,
+    the .debs under amd64/). True if it was (re)written."""
+    repo = APT_ROOT / path
+    digest = hashlib.sha256(f"{fingerprint} {label} {description}".encode())
     for deb in sorted(debs):
         digest.update(f"{deb.name} {deb.stat().st_size} {deb.stat().st_mtime_ns}\n".encode())
-    stamp = MIRROR_DIR / "stamps" / "core-repo"
-    if _stamp_matches(stamp, digest.hexdigest()) and (CORE_REPO / "InRelease").is_file():
+    stamp = MIRROR_DIR / "stamps" / ("repo-" + path.replace("/", "_").replace(":", ""))
+    if _stamp_matches(stamp, digest.hexdigest()) and (repo / "InRelease").is_file():
         return False
-    with step(f"apt repository {CORE_REPO_PATH} ({len(debs)} packages)"):
-        pool = CORE_REPO / "amd64"
+    with step(f"apt repository {path} ({len(debs)} packages)"):
+        pool = repo / "amd64"
         shutil.rmtree(pool, ignore_errors=True)
         pool.mkdir(parents=True)
         for deb in debs:
             os.link(deb, pool / deb.name)
-        _write_packages(CORE_REPO, "amd64", CORE_REPO)
+        _write_packages(repo, "amd64", repo)
         _write_release(
-            CORE_REPO,
-            {
-                "Origin": "kubeadm-lab",
-                "Label": f"kubeadm-lab core:stable:{KUBERNETES_MINOR}",
-                "Architectures": "amd64",
-                "Description": f"Kubernetes {KUBERNETES_MINOR} packages rebuilt from pinned sources",
-            },
+            repo, {"Origin": "kubeadm-lab", "Label": label, "Architectures": "amd64", "Description": description}
         )
-        _sign_release(CORE_REPO, fingerprint)
-        shutil.copyfile(ARMORED_KEY, CORE_REPO / "Release.key")
+        _sign_release(repo, fingerprint)
+        shutil.copyfile(ARMORED_KEY, repo / "Release.key")
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(digest.hexdigest())
     return True
+
+
+def build_core_repo(debs: list[Path], fingerprint: str) -> bool:
+    """pkgs.k8s.io's core:/stable:/v1.29/deb/ with the Kubernetes packages."""
+    return build_flat_repo(
+        CORE_REPO_PATH,
+        debs,
+        fingerprint,
+        f"kubeadm-lab core:stable:{KUBERNETES_MINOR}",
+        f"Kubernetes {KUBERNETES_MINOR} packages rebuilt from pinned sources",
+    )
+
+
+def build_crio_repo(debs: list[Path], fingerprint: str) -> bool:
+    """openSUSE's isv:/cri-o:/stable:/v1.29/deb/ with the cri-o package."""
+    return build_flat_repo(
+        CRIO_REPO_PATH,
+        debs,
+        fingerprint,
+        f"kubeadm-lab isv:cri-o:stable:{CRIO_MINOR}",
+        f"CRI-O {CRIO_MINOR} package rebuilt from its pinned release tag",
+    )
 
 
 def _apt_options(work: Path) -> list[str]:

@@ -18,8 +18,11 @@ import pytest
 from kubernetes import client, config
 
 from lab.bench import INVENTORY, KUBECONFIG, worker_address
+from lab.nodes import Lab, ssh_argv
 from lab.paths import BIN
+from lab.prober import Prober, summarize
 from tests.conftest import LabCluster, play_recap, run_tool
+from tests.node.lab_inventory import lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
 
@@ -238,4 +241,27 @@ def test_a_fresh_install_creates_the_namespace_and_serves(worker, apis):
     assert namespace_exists(apis[1])
     labels = apis[1].read_namespace(NAMESPACE).metadata.labels
     assert labels["kubeadm-helm-rollout/created-by"] == "app-role"
+    assert served_message(worker) == "hello-world"
+
+
+def test_a_runtime_restart_under_load_fails_no_request(worker, apis, lab_cluster: LabCluster):
+    """`systemctl restart crio` (or containerd) on a worker that runs an app pod: conmon (the
+    containerd shim) keeps the containers running, so 100 requests/s see no error."""
+    pods = apis[1].list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=tiny-http-app").items
+    node_name = next(pod.spec.node_name for pod in pods if pod.status.phase == "Running")
+    runtime = "crio" if setting(lab_inventory(), node_name, "cluster_container_runtime") == "crio" else "containerd"
+    node = Lab.from_env().node(node_name)
+    prober = Prober(worker, NODE_PORT, rate=100, expected={"hello-world"}).start()
+    time.sleep(3)
+    restart = ssh_argv(node, "sudo", "systemctl", "restart", runtime)
+    restarted = subprocess.run(restart, check=False, capture_output=True, text=True, timeout=120)
+    is_active = ssh_argv(node, "systemctl", "is-active", runtime)
+    active = subprocess.run(is_active, check=False, capture_output=True, text=True, timeout=30)
+    time.sleep(5)
+    samples = prober.stop()
+    assert restarted.returncode == 0, restarted.stderr
+    assert active.stdout.strip() == "active"
+    summary = summarize(samples)
+    print(f"{runtime} restarted on {node_name} under load: {summary['errors']} errors / {summary['requests']} requests")
+    assert summary["errors"] == 0, summary
     assert served_message(worker) == "hello-world"

@@ -5,6 +5,7 @@ Run after playbooks/cluster.yml: `.venv/bin/python -m pytest -m node tests/node`
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -67,6 +68,60 @@ def test_runtime_uses_systemd_cgroups_and_plain_http_registries(host, inventory:
             assert f'server = "http://{registry}"' in hosts_toml
     else:
         assert 'cgroup_manager = "systemd"' in host.file("/etc/crio/crio.conf.d/20-kubeadm.conf").content_string
+        for registry in registries:
+            plain_http = host.file("/etc/containers/registries.conf.d/50-plain-http.conf").content_string
+            assert f'location = "{registry}"' in plain_http
+
+
+def crio_setting(host, name: str) -> str:
+    """A value of CRI-O's effective configuration (crio.conf and every drop-in merged)."""
+    match = re.search(rf'(?m)^\s*{name} = "?([^"\n]*)"?$', host.check_output("crio config 2>/dev/null"))
+    assert match, f"crio config has no {name}"
+    return match.group(1)
+
+
+def crio_node(host, inventory: Inventory, node: str) -> None:
+    if setting(inventory, node, "cluster_container_runtime") != "crio":
+        pytest.skip("the node runs containerd (cluster_container_runtime)")
+
+
+def test_crio_cgroup_manager_matches_the_kubelets(host, inventory: Inventory, node):
+    crio_node(host, inventory, node)
+    kubelet = host.file("/var/lib/kubelet/config.yaml").content_string
+    driver = re.search(r"(?m)^cgroupDriver: (\S+)$", kubelet)
+    assert driver and driver.group(1) == "systemd", kubelet
+    assert crio_setting(host, "cgroup_manager") == "systemd"
+    assert crio_setting(host, "conmon_cgroup") == "pod"
+
+
+def test_crio_reports_runtime_and_network_ready(host, inventory: Inventory, node):
+    crio_node(host, inventory, node)
+    info = json.loads(host.check_output("crictl info -o json"))
+    conditions = {c["type"]: c["status"] for c in info["status"]["conditions"]}
+    assert conditions == {"RuntimeReady": True, "NetworkReady": True}, info["status"]
+
+
+def test_crio_runs_the_pinned_pause_image_conmon_and_runc(host, inventory: Inventory, node):
+    crio_node(host, inventory, node)
+    registry = setting(inventory, node, "cluster_image_registry") or "registry.k8s.io"
+    assert crio_setting(host, "pause_image") == f"{registry}/pause:3.9"
+    assert f"{registry}/pause" in host.check_output("crictl images -o json")
+    # the cri-o package's dependencies: Debian's conmon and runc at least at the measured versions
+    for package, minimum in (("conmon", "2.1.6"), ("runc", "1.1.5")):
+        installed = host.package(package).version
+        assert host.run(f"dpkg --compare-versions {installed} ge {minimum}").rc == 0, (package, installed)
+    assert host.check_output("conmon --version").startswith("conmon version 2.1.")
+    runtime_path = inventory.var(node, "common_crio_runtime_path") or "/usr/sbin/runc"
+    assert crio_setting(host, "runtime_path") == runtime_path
+    assert "runc version 1.1." in host.check_output(f"{runtime_path} --version")
+
+
+def test_kubelet_talks_to_crio(host, inventory: Inventory, node):
+    crio_node(host, inventory, node)
+    flags = host.file("/var/lib/kubelet/kubeadm-flags.env").content_string
+    config = host.file("/var/lib/kubelet/config.yaml").content_string
+    endpoint = "unix:///var/run/crio/crio.sock"
+    assert f"--container-runtime-endpoint={endpoint}" in flags or f"containerRuntimeEndpoint: {endpoint}" in config
 
 
 def test_kubernetes_repository_signed_by_its_key(host):
