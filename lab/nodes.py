@@ -782,10 +782,10 @@ def _undo_on_failure(lab: Lab, created: _Created) -> Iterator[None]:
         raise
 
 
-def publish(lab: Lab, nodes: list[Node]) -> None:
-    labnet.publish(
-        lab.name, lab.bridge, lab.host_address, lab.public_network, {n.public_address: n.address for n in nodes}
-    )
+def publish(lab: Lab) -> None:
+    """Every node slot's public address (a node added later is reachable at once)."""
+    slots = {node.public_address: node.address for node in lab.nodes(MAX_NODES)}
+    labnet.publish(lab.name, lab.bridge, lab.host_address, lab.public_network, slots)
 
 
 def _remove_network(lab: Lab) -> None:

@@ -68,6 +68,23 @@ def test_pod_cidr_overlapping_the_node_network_is_refused_before_any_change(inve
     assert recap and all(counts["changed"] == 0 for counts in recap.values()), recap
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("cluster_container_runtime", "docker"),
+        ("cluster_pod_network", "flannel"),
+        ("cluster_calico_encapsulation", "bgp"),
+    ],
+)
+def test_an_unknown_runtime_or_network_is_refused_before_any_change(inventory: Inventory, variable, value):
+    playbook = [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml"]
+    result = run_tool([*playbook, "-e", f"{variable}={value}"], check=False)
+    assert result.returncode != 0
+    assert variable in result.stdout and value in result.stdout, result.stdout[-2000:]
+    recap = play_recap(result.stdout)
+    assert recap and all(counts["changed"] == 0 for counts in recap.values()), recap
+
+
 TASK = re.compile(r"^TASK \[(.+?)\]")
 CHANGED = re.compile(r"^changed: \[([^\]\s]+)(?: -> ([^\]\s(]+))?")
 

@@ -215,7 +215,7 @@ def proof_image(tmp_path_factory) -> Path:
 
 
 def test_containerd_in_a_node_runs_an_image_built_on_the_host(test_lab, proof_image):
-    node, address = NODES[1], "10.78.0.12"
+    node, address = NODES[1], "100.78.0.12"  # the public address, as the host reaches it
     debs = _download_debs(CACHE / "lab-proof", "containerd", "runc")
     ssh_options = ["-i", str(CACHE / "ssh/id_ed25519"), "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}"]
     subprocess.run(
