@@ -30,7 +30,7 @@ DEBS_DIR = CACHE / "mirror" / "debs"
 REVISION = "1.1"
 MAINTAINER = "Kubernetes Authors <dev@kubernetes.io>"
 HOMEPAGE = "https://kubernetes.io"
-ORIGIN_NOTE = "Rebuilt by the kubeadm-helm-rollout lab mirror from the pinned upstream module."
+ORIGIN_NOTE = "Rebuilt by the kubeadm-helm-rollout lab mirror from pinned upstream sources."
 
 UNIT_DIR = "usr/lib/systemd/system"
 
@@ -391,6 +391,7 @@ def _make_deb(package: DebPackage, output: Path) -> None:
         partial.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        output.with_name(output.name + ".partial").unlink(missing_ok=True)
 
 
 def build_debs(wanted: list[DebPackage]) -> list[Path]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from lab import builds
 from lab.gobuild import build, is_current
 from lab.paths import CACHE
-from lab.run import log, step
+from lab.run import exclusive, log, step
 
 MIRROR_DIR = CACHE / "mirror"
 RUN_DIR = MIRROR_DIR / "run"
@@ -200,7 +200,14 @@ def services_running() -> bool:
 
 
 def build_mirror(with_app: bool = True) -> list[str]:
-    """Build whatever is missing; return what was done (empty when warm)."""
+    """Build whatever is missing; return what was done (empty when warm).
+
+    One build per cache at a time: two would write the same files."""
+    with exclusive(MIRROR_DIR / ".lock", "mirror build"):
+        return _build_mirror(with_app)
+
+
+def _build_mirror(with_app: bool) -> list[str]:
     from lab import debs, mirror_apt, mirror_images
 
     done: list[str] = []

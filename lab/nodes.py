@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -40,7 +39,7 @@ import yaml
 from lab import labnet
 from lab.paths import CACHE, REPO
 from lab.rootfs import ROOTFS_CACHE, debootstrap
-from lab.run import StepFailed, log, run, step
+from lab.run import StepFailed, exclusive, log, run, step
 
 NODE_PACKAGES = [
     "dbus",
@@ -919,13 +918,7 @@ def status() -> list[dict[str, str]]:
 def _exclusive() -> Iterator[None]:
     """One up/down/reboot of a lab at a time (two `make lab-up` would race)."""
     lab = Lab.from_env()
-    lab.state_dir.mkdir(parents=True, exist_ok=True)
-    with (lab.state_dir / ".lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another lab command on {lab.name!r} to finish ...")
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(lab.state_dir / ".lock", f"lab command on {lab.name!r}"):
         yield
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import shlex
 import subprocess
 import sys
@@ -61,3 +62,16 @@ def run(
             f"command failed ({error.returncode}): {shlex.join(args)}"
             + ("\n  " + "\n  ".join(detail) if detail else "")
         ) from error
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on lock_file (made if missing); wait, saying so, while another holds it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another {what} to finish ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
