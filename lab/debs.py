@@ -182,7 +182,10 @@ class DebPackage:
     def inputs_digest(self) -> str:
         digest = hashlib.sha256(
             json.dumps(
-                [self.name, self.version, self.description, self.depends, self.recommends, self.conffiles, self.scripts]
+                [
+                    *(self.name, self.version, self.description, self.depends, self.recommends, self.conffiles),
+                    *(self.scripts, MAINTAINER, HOMEPAGE, ORIGIN_NOTE),
+                ]
             ).encode()
         )
         for target, (source, mode, text) in sorted(self.files.items()):
