@@ -113,28 +113,40 @@ for dir in /sys/fs/cgroup/*; do
     mount -t cgroup -o "$name" cgroup "$dir"
 done
 """
-# This machine withholds CAP_SYS_RESOURCE even from root, so no process may
-# lower its oom_score_adj, and runc fails on the negative scores the kubelet
-# (-997: Guaranteed and node-critical pods) and CRI-O (-998: infra containers)
-# ask for. CRI-O 1.29 has no setting like containerd's restrict_oom_score_adj,
+# This machine withholds CAP_SYS_RESOURCE even from root (the bounding set of
+# every process lacks it: CapBnd 000001fffeffffff), so runc fails on
+# - a negative oom_score_adj, which the kubelet (-997: Guaranteed and
+#   node-critical pods) and CRI-O (-998: infra containers) ask for, and
+# - a privileged container, to which CRI-O gives every capability the kernel
+#   knows ("unable to apply caps: operation not permitted"; containerd only
+#   gives those its own process holds).
+# CRI-O 1.29 has no setting for either (containerd has restrict_oom_score_adj),
 # so the lab's CRI-O runs runc through this wrapper (common_crio_runtime_path in
-# inventory/lab): negative oomScoreAdj in the bundle's config.json or an exec's
-# process.json become 0, then the real runc runs. EC2 nodes need none of this.
+# inventory/lab): in the bundle's config.json or an exec's process.json,
+# negative oomScoreAdj becomes 0 and CAP_SYS_RESOURCE is dropped, then the real
+# runc runs. EC2 nodes need none of this.
 RUNC_WRAPPER_PATH = "/usr/local/sbin/lab-runc"
 RUNC_WRAPPER = """#!/bin/sh
-# lab: runc without negative OOM score adjustments (no CAP_SYS_RESOURCE here).
-raise_oom_score_adj() {
-    [ -f "$1" ] && sed -i -E 's/"oomScoreAdj":[[:space:]]*-[0-9]+/"oomScoreAdj":0/g' "$1"
+# lab: runc without what this machine withholds from root (CAP_SYS_RESOURCE):
+# no negative OOM score adjustment, no CAP_SYS_RESOURCE capability.
+adapt() {
+    [ -f "$1" ] || return 0
+    sed -i -E \\
+        -e 's/"oomScoreAdj":[[:space:]]*-[0-9]+/"oomScoreAdj":0/g' \\
+        -e 's/"CAP_SYS_RESOURCE"[[:space:]]*,[[:space:]]*//g' \\
+        -e 's/,[[:space:]]*"CAP_SYS_RESOURCE"//g' \\
+        -e 's/\\[[[:space:]]*"CAP_SYS_RESOURCE"[[:space:]]*\\]/[]/g' \\
+        "$1"
 }
 previous=
 for arg in "$@"; do
     case $previous in
-        --bundle | -b) raise_oom_score_adj "$arg/config.json" ;;
-        --process | -p) raise_oom_score_adj "$arg" ;;
+        --bundle | -b) adapt "$arg/config.json" ;;
+        --process | -p) adapt "$arg" ;;
     esac
     case $arg in
-        --bundle=*) raise_oom_score_adj "${arg#--bundle=}/config.json" ;;
-        --process=*) raise_oom_score_adj "${arg#--process=}" ;;
+        --bundle=*) adapt "${arg#--bundle=}/config.json" ;;
+        --process=*) adapt "${arg#--process=}" ;;
     esac
     previous=$arg
 done

@@ -74,10 +74,19 @@ def test_runtime_uses_systemd_cgroups_and_plain_http_registries(host, inventory:
 
 
 def crio_setting(host, name: str) -> str:
-    """A value of CRI-O's effective configuration (crio.conf and every drop-in merged)."""
-    match = re.search(rf'(?m)^\s*{name} = "?([^"\n]*)"?$', host.check_output("crio config 2>/dev/null"))
+    """A value of CRI-O's effective configuration (crio.conf and every drop-in merged).
+    `crio config` prints a value equal to the default commented out: "# name = value"."""
+    match = re.search(rf'(?m)^(?:# )?{name} = "?([^"\n]*)"?$', host.check_output("crio config 2>/dev/null"))
     assert match, f"crio config has no {name}"
     return match.group(1)
+
+
+def crio_runtime_handler(host, handler: str) -> dict[str, str]:
+    """The settings of one of CRI-O's runtime handlers, as CRI-O merged them."""
+    text = host.check_output("crio config 2>/dev/null")
+    assert f"[crio.runtime.runtimes.{handler}]" in text, f"CRI-O has no runtime handler {handler}"
+    section = text.split(f"[crio.runtime.runtimes.{handler}]", 1)[1].split("\n[", 1)[0]
+    return dict(re.findall(r'(?m)^(\w+) = "?([^"\n]*)"?$', section))
 
 
 def crio_node(host, inventory: Inventory, node: str) -> None:
@@ -112,7 +121,8 @@ def test_crio_runs_the_pinned_pause_image_conmon_and_runc(host, inventory: Inven
         assert host.run(f"dpkg --compare-versions {installed} ge {minimum}").rc == 0, (package, installed)
     assert host.check_output("conmon --version").startswith("conmon version 2.1.")
     runtime_path = inventory.var(node, "common_crio_runtime_path") or "/usr/sbin/runc"
-    assert crio_setting(host, "runtime_path") == runtime_path
+    assert crio_setting(host, "default_runtime") == "runc"
+    assert crio_runtime_handler(host, "runc")["runtime_path"] == runtime_path
     assert "runc version 1.1." in host.check_output(f"{runtime_path} --version")
 
 
