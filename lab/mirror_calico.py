@@ -18,8 +18,8 @@ master role's kustomization points at <cluster_image_registry>/calico/<name>:
   check-status, running as uid 999, which owns /status and /profiles.
 
 The manifests are copied byte for byte from the tarball into the apt root
-at projectcalico/calico/<version>/manifests/: on the lab the URL differs
-from raw.githubusercontent.com's only in the host. Their sha256 is pinned here.
+at projectcalico/calico/<version>/manifests/: the lab's URL differs from
+raw.githubusercontent.com's only in scheme and host. Their sha256 is pinned here.
 """
 
 from __future__ import annotations
