@@ -25,10 +25,11 @@ import jinja2
 import pytest
 import yaml
 
-from lab import builds, mirror_calico, mirror_images
+from lab import builds, mirror, mirror_calico, mirror_images
 from lab.distfiles import CALICO_SOURCE, unpacked
 from lab.gobuild import build
 from lab.paths import REPO
+from lab.run import exclusive
 from tests.conftest import http_on_loopback
 
 pytestmark = pytest.mark.mirror
@@ -44,8 +45,10 @@ def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subproc
 
 @pytest.fixture(scope="session")
 def calico_mirror() -> None:
-    mirror_calico.serve_manifests()
-    mirror_images.push_images(mirror_calico.image_specs())
+    """Calico's part of `make mirror`, under the same lock (the cache is shared with other checkouts)."""
+    with exclusive(mirror.MIRROR_DIR / ".lock", "mirror build"):
+        mirror_calico.serve_manifests()
+        mirror_images.push_images(mirror_calico.image_specs())
 
 
 @pytest.fixture(scope="session")
