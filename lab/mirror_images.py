@@ -58,10 +58,11 @@ class ImageSpec:
     def digest(self) -> str:
         digest = hashlib.sha256(self.containerfile.encode())
         for target, source in sorted(self.files.items()):
+            # a directory counts as each of its files
             inputs = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
             for path in inputs:
                 stat = path.stat()
-                digest.update(f"{target} {path} {stat.st_size} {stat.st_mtime_ns} {stat.st_mode}\n".encode())
+                digest.update(f"{target} {path} {stat.st_size} {stat.st_mtime_ns}\n".encode())
         for target, text in sorted(self.texts.items()):
             digest.update(f"{target} {len(text)}\n{text}\n".encode())
         return digest.hexdigest()
