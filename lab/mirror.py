@@ -3,13 +3,15 @@
 `make mirror` builds, each part only when missing or stale (all under
 CACHE/mirror/, keyed by version):
 1. the Go builds (lab.builds): Kubernetes, crictl, etcd, CoreDNS, CNI plugins,
-   and CRI-O from its release tarball (lab.distfiles);
+   CRI-O and Calico from their release tarballs (lab.distfiles);
 2. .deb packages of them like pkgs.k8s.io's and CRI-O's upstream (lab.debs);
 3. the apt repositories, signed with the lab key (lab.mirror_apt): the flat
    core:/stable:/v1.29/deb/, CRI-O's repositories/isv:/cri-o:/stable:/v1.29/deb/
    and a Debian bookworm subset at debian/;
-4. the images kubeadm pulls and the app image, pushed into a docker-registry
-   storage (lab.mirror_images).
+4. Calico's manifests at upstream's path, projectcalico/calico/<version>/
+   manifests/, in the same HTTP root (lab.mirror_calico);
+5. the images kubeadm pulls, Calico's and the app image, pushed into a
+   docker-registry storage (lab.mirror_images).
 
 Interface used by lab.nodes:
 - is_built() -> bool: everything `make mirror` makes is in the cache;
@@ -51,7 +53,7 @@ REGISTRY = f"{BRIDGE_ADDRESS}:{REGISTRY_PORT}"
 
 def _mirror_key() -> str:
     """What a complete mirror was built from: pinned versions and packaging."""
-    from lab import debs, mirror_apt, mirror_images
+    from lab import debs, mirror_apt, mirror_calico, mirror_images
 
     parts = [spec.stamp() for spec in builds.MIRROR_BUILDS]
     parts += [mirror_apt.CRIO_REPO_PATH]
@@ -59,6 +61,7 @@ def _mirror_key() -> str:
         debs.REVISION,
         " ".join(mirror_apt.DEBIAN_SUBSET_PACKAGES),
         " ".join(mirror_images.expected_images()),
+        " ".join(f"{path} {sha256}" for path, sha256 in sorted(mirror_calico.MANIFEST_SHA256.items())),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -208,7 +211,7 @@ def build_mirror(with_app: bool = True) -> list[str]:
 
 
 def _build_mirror(with_app: bool) -> list[str]:
-    from lab import debs, mirror_apt, mirror_images
+    from lab import debs, mirror_apt, mirror_calico, mirror_images
 
     done: list[str] = []
     for spec in builds.MIRROR_BUILDS:
@@ -229,6 +232,7 @@ def _build_mirror(with_app: bool) -> list[str]:
             done.append(f"apt repository debian {mirror_apt.DEBIAN_SUITE} subset")
     finally:
         mirror_apt.stop_gpg_agent()
+    done += [f"manifest {path}" for path in mirror_calico.serve_manifests()]
     done += [f"image {reference}" for reference in mirror_images.build_images(with_app=with_app)]
     if with_app:
         COMPLETE.write_text(_mirror_key() + "\n")

@@ -1,4 +1,4 @@
-"""The mirror's images: every image kubeadm pulls, plus the app, in a local registry.
+"""The mirror's images: every image kubeadm pulls, Calico's and the app, in a local registry.
 
 No registry is reachable here, so the images are built with podman from the
 pinned binaries on a base imported from a debootstrap tree (minbase plus
@@ -7,7 +7,8 @@ Kubernetes' own pause.c of the pinned tag, statically linked, on scratch, as
 upstream does. They are pushed with skopeo into the storage of Debian's
 docker-registry (CACHE/mirror/registry) through a temporary registry on
 loopback; lab.mirror serves that storage on the bridge. Names are what
-`kubeadm config images list --image-repository 10.77.0.1:5000` prints.
+`kubeadm config images list --image-repository 10.77.0.1:5000` prints; the
+Calico images (lab.mirror_calico) are calico/<name> as in its manifest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import builds
@@ -44,9 +45,11 @@ PAUSE_VERSION = "3.9"
 class ImageSpec:
     name: str
     tag: str
-    # file in the build context -> source file
+    # file or directory in the build context -> source file or directory
     files: dict[str, Path]
     containerfile: str
+    # file in the build context -> its content (small generated files)
+    texts: dict[str, str] = field(default_factory=dict)
 
     @property
     def reference(self) -> str:
@@ -55,8 +58,13 @@ class ImageSpec:
     def digest(self) -> str:
         digest = hashlib.sha256(self.containerfile.encode())
         for target, source in sorted(self.files.items()):
-            stat = source.stat()
-            digest.update(f"{target} {source} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+            # a directory counts as each of its files
+            inputs = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+            for path in inputs:
+                stat = path.stat()
+                digest.update(f"{target} {path} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+        for target, text in sorted(self.texts.items()):
+            digest.update(f"{target} {len(text)}\n{text}\n".encode())
         return digest.hexdigest()
 
 
@@ -199,7 +207,14 @@ def _build_and_push(spec: ImageSpec, registry: str) -> None:
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     for target, source in spec.files.items():
-        shutil.copy2(source, context / target)
+        if source.is_dir():
+            shutil.copytree(source, context / target, symlinks=True)
+        else:
+            (context / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, context / target)
+    for target, text in spec.texts.items():
+        (context / target).parent.mkdir(parents=True, exist_ok=True)
+        (context / target).write_text(text)
     (context / "Containerfile").write_text(spec.containerfile)
     local = f"{LOCAL_PREFIX}/{spec.reference}"
     run(["podman", "build", *PODMAN_RUN_FLAGS, "--quiet", "--format", "docker", "-t", local, context], capture=True)
@@ -227,14 +242,21 @@ def _stamp(name: str) -> Path:
 
 def build_images(with_app: bool = True) -> list[str]:
     """Build and push every image that is missing or stale; return the ones pushed."""
-    base = base_image()
-    pending = []
-    for spec in image_specs(base):
-        stamp = _stamp(f"{spec.name}-{spec.tag}")
-        if not (is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()):
-            pending.append(spec)
+    from lab import mirror_calico  # imported here: it builds on this module's ImageSpec
+
+    specs = [*image_specs(base_image()), *mirror_calico.image_specs()]
+    return push_images(specs, app_local=build_app_image() if with_app else None)
+
+
+def _is_pushed(spec: ImageSpec) -> bool:
+    stamp = _stamp(f"{spec.name}-{spec.tag}")
+    return is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()
+
+
+def push_images(specs: list[ImageSpec], app_local: str | None = None) -> list[str]:
+    """Build and push the specs, and the local app image, that are missing or stale; return the ones pushed."""
+    pending = [spec for spec in specs if not _is_pushed(spec)]
     app_tag = chart_app_version()
-    app_local = build_app_image() if with_app else None
     app_id = ""
     if app_local:
         app_id = run(["podman", "image", "inspect", "--format", "{{.Id}}", app_local], capture=True).stdout.strip()
@@ -263,7 +285,9 @@ def build_images(with_app: bool = True) -> list[str]:
 
 
 def expected_images() -> list[str]:
-    """name:tag of every image the registry must hold (kubeadm's set and the app)."""
+    """name:tag of every image the registry must hold (kubeadm's set, Calico's and the app)."""
+    from lab import mirror_calico
+
     return [
         f"kube-apiserver:{builds.KUBERNETES_VERSION}",
         f"kube-controller-manager:{builds.KUBERNETES_VERSION}",
@@ -272,5 +296,6 @@ def expected_images() -> list[str]:
         f"coredns:{builds.COREDNS_VERSION}",
         f"pause:{PAUSE_VERSION}",
         f"etcd:{builds.ETCD_IMAGE_TAG}",
+        *mirror_calico.expected_images(),
         f"{APP_IMAGE}:{chart_app_version()}",
     ]
