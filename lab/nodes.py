@@ -152,6 +152,29 @@ for arg in "$@"; do
 done
 exec /usr/sbin/runc "$@"
 """
+# A host's systemd mounts the BPF filesystem at /sys/fs/bpf; in a container it
+# does not, and nspawn's /sys has no /sys/fs/bpf at all. Calico mounts its
+# hostPath (type Directory) into calico-node, so the node gets it as on a host.
+BPFFS_SCRIPT = """#!/bin/sh
+# lab: the BPF filesystem at /sys/fs/bpf, as systemd mounts it on a host
+set -e
+mkdir -p /sys/fs/bpf
+mountpoint -q /sys/fs/bpf || mount -t bpf -o mode=700 bpffs /sys/fs/bpf
+"""
+BPFFS_UNIT = """[Unit]
+Description=lab: BPF filesystem at /sys/fs/bpf
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target crio.service containerd.service kubelet.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/lab-bpffs
+
+[Install]
+WantedBy=sysinit.target
+"""
 # systemd-networkd waits forever for udev to initialise links when /sys is
 # writable (it is: the kubelet needs that), and there is no udev in a node, so a
 # oneshot unit sets the static address and the route, like cloud-init would.
@@ -423,7 +446,7 @@ def prepare_base() -> Path:
     builtin = _builtin_modules_list()
     kernel = os.uname().release
     inputs = [bootstrap.name, BASE_VERSION, CGROUP_RW_SCRIPT, CGROUP_RW_UNIT, NETWORK_SCRIPT, NETWORK_UNIT]
-    inputs += [DPKG_EXCLUDES, RUNC_WRAPPER]
+    inputs += [DPKG_EXCLUDES, RUNC_WRAPPER, BPFFS_SCRIPT, BPFFS_UNIT]
     key = hashlib.sha256("\0".join([*inputs, builtin, kernel]).encode()).hexdigest()[:12]
     base = ROOTFS_CACHE / f"lab-node-base-{key}"
     if (base / ".complete").is_file():
@@ -448,7 +471,9 @@ def prepare_base() -> Path:
         _write(partial / "usr/local/sbin/lab-network", NETWORK_SCRIPT, 0o755)
         _write(partial / "etc/systemd/system/lab-network.service", NETWORK_UNIT)
         _write(partial / RUNC_WRAPPER_PATH.lstrip("/"), RUNC_WRAPPER, 0o755)
-        chroot("systemctl", "enable", "lab-network.service", "lab-cgroup-rw.service")
+        _write(partial / "usr/local/sbin/lab-bpffs", BPFFS_SCRIPT, 0o755)
+        _write(partial / "etc/systemd/system/lab-bpffs.service", BPFFS_UNIT)
+        chroot("systemctl", "enable", "lab-network.service", "lab-cgroup-rw.service", "lab-bpffs.service")
         # nspawn has no real consoles; the getty on them only restarts and logs.
         chroot("systemctl", "mask", "console-getty.service", "getty@tty1.service")
         _write(partial / "etc/dpkg/dpkg.cfg.d/lab-minimal", DPKG_EXCLUDES)
