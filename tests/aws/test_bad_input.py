@@ -35,6 +35,20 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("no admin CIDR", {"ec2_admin_cidr": ""}, ["ec2_admin_cidr is required"]),
     ("SSH open to the internet unasked", {"ec2_admin_cidr": "0.0.0.0/0"}, ["ec2_admin_cidr", "ec2_allow_any_source"]),
     ("NodePorts open to the internet unasked", {"ec2_nodeport_cidr": "0.0.0.0/0"}, ["ec2_nodeport_cidr"]),
+    # cluster_name is kubeadm's clusterName, the Cluster tag and the teardown filter
+    ("cluster name empty", {"cluster_name": ""}, ["cluster_name must be a DNS label"]),
+    ("cluster name with capitals", {"cluster_name": "Demo"}, ["cluster_name must be a DNS label", "'Demo'"]),
+    ("cluster name a wildcard", {"cluster_name": "demo-*"}, ["cluster_name must be a DNS label"]),
+    ("cluster name too long", {"cluster_name": "a" * 64}, ["cluster_name must be a DNS label"]),
+    # the tags the inventory, teardown and the role itself find resources by
+    ("extra tag Cluster", {"ec2_extra_tags": {"Cluster": "other"}}, ["ec2_extra_tags may not set Cluster"]),
+    ("extra tag Role", {"ec2_extra_tags": {"Owner": "me", "Role": "worker"}}, ["ec2_extra_tags may not set Role"]),
+    ("extra tag Name", {"ec2_extra_tags": {"Name": "mine"}}, ["ec2_extra_tags may not set Name"]),
+    ("extra tag in AWS's namespace", {"ec2_extra_tags": {"aws:owner": "me"}}, ["ec2_extra_tags", "aws:"]),
+    ("extra tag value too long", {"ec2_extra_tags": {"Owner": "x" * 257}}, ["ec2_extra_tags", "256"]),
+    ("root volume of 0 GiB", {"ec2_root_volume_size": 0}, ["ec2_root_volume_size"]),
+    ("zone of another region", {"ec2_availability_zone": "eu-west-1a"}, ["ec2_availability_zone", "ec2_region"]),
+    ("instance type without a size", {"ec2_master_instance_type": "t3"}, ["ec2_master_instance_type"]),
 ]
 
 
@@ -47,9 +61,11 @@ def empty_region(moto: Moto) -> dict[str, set[str]]:
 def assert_refused(
     moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
+    overrides = dict(overrides)
+    cluster_name = overrides.pop("cluster_name", CLUSTER)
     calls = moto.api_calls()
     # A static inventory: the aws_ec2 one would call the API while it loads.
-    run = provision(moto, CLUSTER, public_key, inventory="localhost,", **overrides)
+    run = provision(moto, cluster_name, public_key, inventory="localhost,", **overrides)
     assert not run.ok, run.output
     for word in words:
         assert word in run.output, run.output
