@@ -1,4 +1,10 @@
-"""Bad input stops provision.yml before its first AWS call, naming the variable, and creates nothing."""
+"""Bad input stops provision.yml before any change, naming the variable, and creates nothing.
+
+Malformed input stops before the first AWS call. Input that is well formed
+but wrong for the account (a zone, AMI, subnet or instance type the region
+does not have, a root volume smaller than the image, a master below kubeadm's
+minimum) is found with read-only Describe calls, before anything is created.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +57,23 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("instance type without a size", {"ec2_master_instance_type": "t3"}, ["ec2_master_instance_type"]),
 ]
 
+# Well formed, but not what the region holds: found with read-only calls.
+REGION_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("zone the region lacks", {"ec2_availability_zone": "us-east-1z"}, ["ec2_availability_zone", "us-east-1z"]),
+    # moto's images have a 15 GiB root snapshot (Canonical's have 8)
+    ("root volume smaller than the image", {"ec2_root_volume_size": 10}, ["ec2_root_volume_size", "15 GiB"]),
+    ("AMI that does not exist", {"ec2_ami_id": "ami-0123456789abcdef0"}, ["ec2_ami_id", "does not exist"]),
+    ("arm64 AMI on x86 instance types", {"ec2_ami_id": "ami-0c33333333333333c"}, ["ec2_master_instance_type", "arm64"]),
+    ("subnet that does not exist", {"ec2_subnet_id": "subnet-0123456789abcdef0"}, ["ec2_subnet_id", "does not exist"]),
+    (
+        "instance type the region lacks",
+        {"ec2_worker_instance_type": "t3.huge"},
+        ["ec2_worker_instance_type", "t3.huge"],
+    ),
+    ("t3.micro master: 1024 MiB", {"ec2_master_instance_type": "t3.micro"}, ["ec2_master_instance_type", "1024 MiB"]),
+    ("t2.small master: 1 vCPU", {"ec2_master_instance_type": "t2.small"}, ["ec2_master_instance_type", "1 vCPU"]),
+]
+
 
 @pytest.fixture(scope="module")
 def empty_region(moto: Moto) -> dict[str, set[str]]:
@@ -79,6 +102,23 @@ def test_bad_input_is_refused_before_any_aws_call(
     moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
     assert_refused(moto, empty_region, public_key, overrides, words)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"), [case[1:] for case in REGION_CASES], ids=[case[0] for case in REGION_CASES]
+)
+def test_input_the_region_cannot_serve_is_refused_before_any_change(
+    moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    mark = len(moto.actions())
+    run = provision(moto, CLUSTER, public_key, **overrides)
+    assert not run.ok, run.output
+    for word in words:
+        assert word in run.output, run.output
+    assert FIRST_AWS_TASK not in run.output
+    assert [a for a in moto.actions()[mark:] if a.startswith("Describe")]  # it did ask the region ...
+    assert moto.changes_since(mark) == []  # ... and changed nothing
+    assert snapshot(moto.ec2()) == empty_region
 
 
 def test_key_path_that_is_a_directory(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
