@@ -245,6 +245,24 @@ def snapshot(ec2: Any) -> dict[str, set[str]]:
     }
 
 
+def described(ec2: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every resource `snapshot` counts, as AWS describes it (tags, rules, attributes): "exactly as it was"."""
+    found = {
+        "vpcs": ec2.describe_vpcs()["Vpcs"],
+        "subnets": ec2.describe_subnets()["Subnets"],
+        "internet_gateways": ec2.describe_internet_gateways()["InternetGateways"],
+        "route_tables": ec2.describe_route_tables()["RouteTables"],
+        "security_groups": ec2.describe_security_groups()["SecurityGroups"],
+        "key_pairs": ec2.describe_key_pairs(IncludePublicKey=True)["KeyPairs"],
+        "instances": live_instances(ec2),
+        "volumes": ec2.describe_volumes()["Volumes"],
+    }
+    return {
+        kind: sorted(items, key=lambda item: json.dumps(item, sort_keys=True, default=str))
+        for kind, items in found.items()
+    }
+
+
 def tagged(ec2: Any, cluster_name: str) -> dict[str, list[str]]:
     """Every resource still carrying Cluster=<cluster_name>, by kind (terminated instances excluded)."""
     f = tag_filter(cluster_name)
