@@ -97,6 +97,20 @@ def assert_refused(
     assert snapshot(moto.ec2()) == before
 
 
+def assert_refused_after_reading(
+    moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    mark = len(moto.actions())
+    run = provision(moto, CLUSTER, public_key, **overrides)
+    assert not run.ok, run.output
+    for word in words:
+        assert word in run.output, run.output
+    assert FIRST_AWS_TASK not in run.output
+    assert [a for a in moto.actions()[mark:] if a.startswith("Describe")]  # it did ask the region ...
+    assert moto.changes_since(mark) == []  # ... and changed nothing
+    assert snapshot(moto.ec2()) == before
+
+
 @pytest.mark.parametrize(("overrides", "words"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_refused_before_any_aws_call(
     moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
@@ -110,15 +124,17 @@ def test_bad_input_is_refused_before_any_aws_call(
 def test_input_the_region_cannot_serve_is_refused_before_any_change(
     moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
-    mark = len(moto.actions())
-    run = provision(moto, CLUSTER, public_key, **overrides)
-    assert not run.ok, run.output
-    for word in words:
-        assert word in run.output, run.output
-    assert FIRST_AWS_TASK not in run.output
-    assert [a for a in moto.actions()[mark:] if a.startswith("Describe")]  # it did ask the region ...
-    assert moto.changes_since(mark) == []  # ... and changed nothing
-    assert snapshot(moto.ec2()) == empty_region
+    assert_refused_after_reading(moto, empty_region, public_key, overrides, words)
+
+
+def test_zone_other_than_the_existing_subnets(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
+    # moto's default VPC has a default subnet in every zone
+    filters = [{"Name": "availability-zone", "Values": ["us-east-1a"]}, {"Name": "default-for-az", "Values": ["true"]}]
+    subnet = moto.ec2().describe_subnets(Filters=filters)["Subnets"][0]["SubnetId"]
+    overrides = {"ec2_subnet_id": subnet, "ec2_availability_zone": "us-east-1b"}
+    assert_refused_after_reading(
+        moto, empty_region, public_key, overrides, ["ec2_availability_zone", "lies in us-east-1a"]
+    )
 
 
 def test_key_path_that_is_a_directory(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
