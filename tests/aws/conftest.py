@@ -7,9 +7,11 @@ moto through AWS_ENDPOINT_URL, with dummy credentials.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ MOTO_SHIM = Path(__file__).with_name("moto_shim")
 CANONICAL = "099720109477"
 ADMIN_CIDR = "203.0.113.7/32"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+# API actions that only read; anything else changes the account.
+READ_ONLY_PREFIXES = ("Describe", "Get", "List")
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Moto:
     inventory: Path
     # moto_server's request log: one line per API call.
     log: Path
+    # moto's request recording (MOTO_ENABLE_RECORDING): every request with its body, so its API action.
+    recording: Path
 
     def env(self, cluster_name: str) -> dict[str, str]:
         """What a user exports for a real account, with moto's endpoint and dummy keys."""
@@ -77,6 +83,25 @@ class Moto:
             count = now
             time.sleep(0.2)
 
+    def actions(self) -> list[str]:
+        """The API action of every request moto has answered so far, in order (moto records before answering)."""
+        names = []
+        for line in self.recording.read_text().splitlines():
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode()
+            url = urllib.parse.urlsplit(entry["url"])
+            if url.path.startswith("/moto-api/"):
+                continue
+            action = urllib.parse.parse_qs(body).get("Action") or urllib.parse.parse_qs(url.query).get("Action")
+            names.append(action[0] if action else f"{entry['method']} {url.path}")
+        return names
+
+    def changes_since(self, mark: int) -> list[str]:
+        """The actions after the first `mark` ones (len(actions()) taken earlier) that are not read-only."""
+        return [a for a in self.actions()[mark:] if not a.startswith(READ_ONLY_PREFIXES)]
+
     def reset(self) -> None:
         """Forget every resource (AMIs are seeded again from MOTO_AMIS_PATH)."""
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
@@ -87,10 +112,18 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    recording = log.with_name("recording.jsonl")
+    recording.touch()
     with log.open("w") as log_file:
         server = subprocess.Popen(
             [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            env={"PATH": str(VENV_BIN), "MOTO_AMIS_PATH": str(AMIS_FILE), "PYTHONPATH": str(MOTO_SHIM)},
+            env={
+                "PATH": str(VENV_BIN),
+                "MOTO_AMIS_PATH": str(AMIS_FILE),
+                "PYTHONPATH": str(MOTO_SHIM),
+                "MOTO_ENABLE_RECORDING": "true",
+                "MOTO_RECORDER_FILEPATH": str(recording),
+            },
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -106,7 +139,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
                     time.sleep(0.2)
             inventory_copy = tmp_path_factory.mktemp("inventory") / "aws_ec2.yml"
             inventory_copy.write_text((REPO / "inventory" / "aws_ec2.yml").read_text())
-            yield Moto(endpoint, inventory_copy, log)
+            yield Moto(endpoint, inventory_copy, log, recording)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -209,6 +242,24 @@ def snapshot(ec2: Any) -> dict[str, set[str]]:
         "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
         "instances": {i["InstanceId"] for i in live_instances(ec2)},
         "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]},
+    }
+
+
+def described(ec2: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every resource `snapshot` counts, as AWS describes it (tags, rules, attributes): "exactly as it was"."""
+    found = {
+        "vpcs": ec2.describe_vpcs()["Vpcs"],
+        "subnets": ec2.describe_subnets()["Subnets"],
+        "internet_gateways": ec2.describe_internet_gateways()["InternetGateways"],
+        "route_tables": ec2.describe_route_tables()["RouteTables"],
+        "security_groups": ec2.describe_security_groups()["SecurityGroups"],
+        "key_pairs": ec2.describe_key_pairs(IncludePublicKey=True)["KeyPairs"],
+        "instances": live_instances(ec2),
+        "volumes": ec2.describe_volumes()["Volumes"],
+    }
+    return {
+        kind: sorted(items, key=lambda item: json.dumps(item, sort_keys=True, default=str))
+        for kind, items in found.items()
     }
 
 

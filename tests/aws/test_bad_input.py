@@ -1,4 +1,10 @@
-"""Bad input stops provision.yml before its first AWS call, naming the variable, and creates nothing."""
+"""Bad input stops provision.yml before any change, naming the variable, and creates nothing.
+
+Malformed input stops before the first AWS call. Input that is well formed
+but wrong for the account (a zone, AMI, subnet or instance type the region
+does not have, a root volume smaller than the image, a master below kubeadm's
+minimum) is found with read-only Describe calls, before anything is created.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +41,37 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("no admin CIDR", {"ec2_admin_cidr": ""}, ["ec2_admin_cidr is required"]),
     ("SSH open to the internet unasked", {"ec2_admin_cidr": "0.0.0.0/0"}, ["ec2_admin_cidr", "ec2_allow_any_source"]),
     ("NodePorts open to the internet unasked", {"ec2_nodeport_cidr": "0.0.0.0/0"}, ["ec2_nodeport_cidr"]),
+    # cluster_name is kubeadm's clusterName, the Cluster tag and the teardown filter
+    ("cluster name empty", {"cluster_name": ""}, ["cluster_name must be a DNS label"]),
+    ("cluster name with capitals", {"cluster_name": "Demo"}, ["cluster_name must be a DNS label", "'Demo'"]),
+    ("cluster name a wildcard", {"cluster_name": "demo-*"}, ["cluster_name must be a DNS label"]),
+    ("cluster name too long", {"cluster_name": "a" * 64}, ["cluster_name must be a DNS label"]),
+    # the tags the inventory, teardown and the role itself find resources by
+    ("extra tag Cluster", {"ec2_extra_tags": {"Cluster": "other"}}, ["ec2_extra_tags may not set Cluster"]),
+    ("extra tag Role", {"ec2_extra_tags": {"Owner": "me", "Role": "worker"}}, ["ec2_extra_tags may not set Role"]),
+    ("extra tag Name", {"ec2_extra_tags": {"Name": "mine"}}, ["ec2_extra_tags may not set Name"]),
+    ("extra tag in AWS's namespace", {"ec2_extra_tags": {"aws:owner": "me"}}, ["ec2_extra_tags", "aws:"]),
+    ("extra tag value too long", {"ec2_extra_tags": {"Owner": "x" * 257}}, ["ec2_extra_tags", "256"]),
+    ("root volume of 0 GiB", {"ec2_root_volume_size": 0}, ["ec2_root_volume_size"]),
+    ("zone of another region", {"ec2_availability_zone": "eu-west-1a"}, ["ec2_availability_zone", "ec2_region"]),
+    ("instance type without a size", {"ec2_master_instance_type": "t3"}, ["ec2_master_instance_type"]),
+]
+
+# Well formed, but not what the region holds: found with read-only calls.
+REGION_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("zone the region lacks", {"ec2_availability_zone": "us-east-1z"}, ["ec2_availability_zone", "us-east-1z"]),
+    # moto's images have a 15 GiB root snapshot (Canonical's have 8)
+    ("root volume smaller than the image", {"ec2_root_volume_size": 10}, ["ec2_root_volume_size", "15 GiB"]),
+    ("AMI that does not exist", {"ec2_ami_id": "ami-0123456789abcdef0"}, ["ec2_ami_id", "does not exist"]),
+    ("arm64 AMI on x86 instance types", {"ec2_ami_id": "ami-0c33333333333333c"}, ["ec2_master_instance_type", "arm64"]),
+    ("subnet that does not exist", {"ec2_subnet_id": "subnet-0123456789abcdef0"}, ["ec2_subnet_id", "does not exist"]),
+    (
+        "instance type the region lacks",
+        {"ec2_worker_instance_type": "t3.huge"},
+        ["ec2_worker_instance_type", "t3.huge"],
+    ),
+    ("t3.micro master: 1024 MiB", {"ec2_master_instance_type": "t3.micro"}, ["ec2_master_instance_type", "1024 MiB"]),
+    ("t2.small master: 1 vCPU", {"ec2_master_instance_type": "t2.small"}, ["ec2_master_instance_type", "1 vCPU"]),
 ]
 
 
@@ -47,9 +84,11 @@ def empty_region(moto: Moto) -> dict[str, set[str]]:
 def assert_refused(
     moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
+    overrides = dict(overrides)
+    cluster_name = overrides.pop("cluster_name", CLUSTER)
     calls = moto.api_calls()
     # A static inventory: the aws_ec2 one would call the API while it loads.
-    run = provision(moto, CLUSTER, public_key, inventory="localhost,", **overrides)
+    run = provision(moto, cluster_name, public_key, inventory="localhost,", **overrides)
     assert not run.ok, run.output
     for word in words:
         assert word in run.output, run.output
@@ -58,11 +97,44 @@ def assert_refused(
     assert snapshot(moto.ec2()) == before
 
 
+def assert_refused_after_reading(
+    moto: Moto, before: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    mark = len(moto.actions())
+    run = provision(moto, CLUSTER, public_key, **overrides)
+    assert not run.ok, run.output
+    for word in words:
+        assert word in run.output, run.output
+    assert FIRST_AWS_TASK not in run.output
+    assert [a for a in moto.actions()[mark:] if a.startswith("Describe")]  # it did ask the region ...
+    assert moto.changes_since(mark) == []  # ... and changed nothing
+    assert snapshot(moto.ec2()) == before
+
+
 @pytest.mark.parametrize(("overrides", "words"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_bad_input_is_refused_before_any_aws_call(
     moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
 ):
     assert_refused(moto, empty_region, public_key, overrides, words)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"), [case[1:] for case in REGION_CASES], ids=[case[0] for case in REGION_CASES]
+)
+def test_input_the_region_cannot_serve_is_refused_before_any_change(
+    moto: Moto, empty_region: dict[str, set[str]], public_key: Path, overrides: dict[str, Any], words: list[str]
+):
+    assert_refused_after_reading(moto, empty_region, public_key, overrides, words)
+
+
+def test_zone_other_than_the_existing_subnets(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):
+    # moto's default VPC has a default subnet in every zone
+    filters = [{"Name": "availability-zone", "Values": ["us-east-1a"]}, {"Name": "default-for-az", "Values": ["true"]}]
+    subnet = moto.ec2().describe_subnets(Filters=filters)["Subnets"][0]["SubnetId"]
+    overrides = {"ec2_subnet_id": subnet, "ec2_availability_zone": "us-east-1b"}
+    assert_refused_after_reading(
+        moto, empty_region, public_key, overrides, ["ec2_availability_zone", "lies in us-east-1a"]
+    )
 
 
 def test_key_path_that_is_a_directory(moto: Moto, empty_region: dict[str, set[str]], public_key: Path):

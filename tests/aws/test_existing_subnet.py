@@ -80,11 +80,20 @@ def test_nothing_networked_is_created_in_an_existing_subnet(moto: Moto, existing
     assert [n["SubnetId"] for n in live_instances(ec2, tag_filter(CLUSTER))] == [existing.subnet]
 
 
-def test_ipip_opens_protocol_4_and_turns_the_source_destination_check_off(moto: Moto, existing: Existing):
+def test_ipip_opens_protocol_4_and_bgp_and_turns_the_source_destination_check_off(moto: Moto, existing: Existing):
     ec2 = moto.ec2()
-    rules = ingress_rules(ec2, ["byo-nodes"])
-    assert ("byo-nodes", "4", None, None, "byo-nodes") in rules  # IP-in-IP, no ports (as AWS shows it)
-    assert ("byo-nodes", "tcp", 22, 22, "0.0.0.0/0") in rules  # asked for explicitly
+    nodes, master, workers = "byo-nodes", "byo-master", "byo-workers"
+    assert ingress_rules(ec2, [nodes, master, workers]) == {
+        (nodes, "tcp", 22, 22, "0.0.0.0/0"),  # asked for explicitly
+        (nodes, "4", None, None, nodes),  # IP-in-IP, no ports (as AWS shows it)
+        (nodes, "tcp", 179, 179, nodes),  # BGP: Calico's IP-in-IP manifest runs BIRD
+        (master, "tcp", 6443, 6443, "0.0.0.0/0"),
+        (master, "tcp", 6443, 6443, nodes),
+        (master, "tcp", 2379, 2380, master),
+        (master, "tcp", 10250, 10250, master),
+        (workers, "tcp", 10250, 10250, master),
+        (workers, "tcp", 30000, 32767, "0.0.0.0/0"),  # ec2_nodeport_cidr follows ec2_admin_cidr
+    }
     assert [n["SourceDestCheck"] for n in live_instances(ec2, tag_filter(CLUSTER))] == [False]
 
 

@@ -125,16 +125,17 @@ def test_security_groups_allow_exactly_the_cluster_ports(moto: Moto, first_run: 
     assert sorted(g["GroupName"] for g in groups) == ["demo-master", "demo-nodes", "demo-workers"]
     assert {g["VpcId"] for g in groups} == {vpc["VpcId"]}
 
+    # Calico VXLAN (the default): pod traffic is UDP 4789 between nodes; no BGP,
+    # etcd only among control-plane nodes, kubelets only from the API server.
     nodes, master, workers = "demo-nodes", "demo-master", "demo-workers"
     assert ingress_rules(ec2, [nodes, master, workers]) == {
         (nodes, "tcp", 22, 22, ADMIN_CIDR),
-        (nodes, "tcp", 179, 179, nodes),
         (nodes, "udp", 4789, 4789, nodes),
         (master, "tcp", 6443, 6443, ADMIN_CIDR),
         (master, "tcp", 6443, 6443, nodes),
-        (master, "tcp", 2379, 2380, nodes),
-        (master, "tcp", 10250, 10252, nodes),
-        (workers, "tcp", 10250, 10250, nodes),
+        (master, "tcp", 2379, 2380, master),
+        (master, "tcp", 10250, 10250, master),
+        (workers, "tcp", 10250, 10250, master),
         (workers, "tcp", 30000, 32767, NODEPORT_CIDR),
     }
 
