@@ -128,13 +128,17 @@ def base_image() -> str:
     return import_rootfs_image(root, f"{LOCAL_PREFIX}/base:{root.name.rsplit('-', 1)[-1]}")
 
 
-def build_pause() -> Path:
-    """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
+def kubernetes_source() -> Path:
+    """The pinned Kubernetes tag's source tree, from Go's module cache."""
     download = run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{builds.KUBERNETES_VERSION}"], capture=True, env=go_env()
     )
-    kubernetes_src = Path(json.loads(download.stdout)["Dir"])
-    source = kubernetes_src / "build" / "pause" / "linux" / "pause.c"
+    return Path(json.loads(download.stdout)["Dir"])
+
+
+def build_pause() -> Path:
+    """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
+    source = kubernetes_source() / "build" / "pause" / "linux" / "pause.c"
     output = IMAGES_DIR / f"pause-{PAUSE_VERSION}" / "pause"
     stamp = output.with_name("pause.source")
     if output.is_file() and stamp.is_file() and stamp.read_text() == str(source):
@@ -225,14 +229,38 @@ def _stamp(name: str) -> Path:
     return IMAGES_DIR / "stamps" / name
 
 
+def is_pushed(spec: ImageSpec) -> bool:
+    """Whether the registry holds spec's image, built from these very inputs."""
+    stamp = _stamp(f"{spec.name}-{spec.tag}")
+    return is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()
+
+
+def _push_specs(specs: list[ImageSpec], registry: str) -> list[str]:
+    pushed = []
+    for spec in specs:
+        with step(f"image {spec.reference}: podman build, skopeo copy"):
+            _build_and_push(spec, registry)
+            _stamp(f"{spec.name}-{spec.tag}").parent.mkdir(parents=True, exist_ok=True)
+            _stamp(f"{spec.name}-{spec.tag}").write_text(spec.digest())
+        pushed.append(spec.reference)
+    return pushed
+
+
+def build_and_push(specs: list[ImageSpec]) -> list[str]:
+    """Build and push those of specs (in order) that are missing or stale; return the ones pushed."""
+    pending = [spec for spec in specs if not is_pushed(spec)]
+    if not pending:
+        return []
+    with push_registry() as registry:
+        pushed = _push_specs(pending, registry)
+    log(f"  pushed {', '.join(pushed)}")
+    return pushed
+
+
 def build_images(with_app: bool = True) -> list[str]:
     """Build and push every image that is missing or stale; return the ones pushed."""
     base = base_image()
-    pending = []
-    for spec in image_specs(base):
-        stamp = _stamp(f"{spec.name}-{spec.tag}")
-        if not (is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()):
-            pending.append(spec)
+    pending = [spec for spec in image_specs(base) if not is_pushed(spec)]
     app_tag = chart_app_version()
     app_local = build_app_image() if with_app else None
     app_id = ""
@@ -244,14 +272,8 @@ def build_images(with_app: bool = True) -> list[str]:
     )
     if not pending and not app_pending:
         return []
-    pushed = []
     with push_registry() as registry:
-        for spec in pending:
-            with step(f"image {spec.reference}: podman build, skopeo copy"):
-                _build_and_push(spec, registry)
-                _stamp(f"{spec.name}-{spec.tag}").parent.mkdir(parents=True, exist_ok=True)
-                _stamp(f"{spec.name}-{spec.tag}").write_text(spec.digest())
-            pushed.append(spec.reference)
+        pushed = _push_specs(pending, registry)
         if app_local and app_pending:
             with step(f"image {APP_IMAGE}:{app_tag}: skopeo copy"):
                 _push(app_local, f"{APP_IMAGE}:{app_tag}", registry)
