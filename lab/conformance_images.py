@@ -60,16 +60,71 @@ BASE_PACKAGES = [
 class SuiteImage:
     """One image of the suite: where manifest.go names it and how it is built here."""
 
-    registry_key: str  # KUBE_TEST_REPO_LIST key of its registry
+    registry_key: str  # KUBE_TEST_REPO_LIST key of its registry in manifest.go
     name: str  # name and tag as manifest.go has them
     tag: str
-    how: str  # one line for the README and the summary
-    spec: ImageSpec | None = None  # None: an image the mirror already serves
+    how: str  # one line for the README
 
     @property
     def reference(self) -> str:
-        prefix = f"{E2E_REPOSITORY}/" if self.registry_key == "promoterE2eRegistry" else ""
+        """name:tag in the lab registry."""
+        prefix = f"{E2E_REPOSITORY}/" if self.registry_key == PROMOTER else ""
         return f"{prefix}{self.name}:{self.tag}"
+
+    @property
+    def built_here(self) -> bool:
+        return self.registry_key == PROMOTER
+
+
+PROMOTER = "promoterE2eRegistry"
+IMAGES = [
+    SuiteImage(
+        PROMOTER,
+        "agnhost",
+        "2.47",
+        f"agnhost of Kubernetes {builds.KUBERNETES_VERSION} (test/images/agnhost, whose VERSION says "
+        f"{builds.AGNHOST_SOURCE_VERSION}: 2.47 only adds `stress`, which no e2e.test test runs), "
+        f"CoreDNS {builds.COREDNS_VERSION} at /coredns, Debian base with dig, nslookup, curl, wget, nc, ss",
+    ),
+    SuiteImage(PROMOTER, "busybox", "1.36.1-1", "Debian's busybox-static 1.35 on scratch, every applet in /bin"),
+    *(
+        SuiteImage(
+            PROMOTER,
+            "httpd",
+            tag,
+            "Debian's apache2-bin laid out as docker library httpd: /usr/local/apache2, port 80, "
+            "htdocs/index.html 'It works!', httpd-foreground",
+        )
+        for tag in ("2.4.38-4", "2.4.39-4")
+    ),
+    SuiteImage(
+        PROMOTER,
+        "nginx",
+        "1.14-4",
+        "Debian's nginx-light with docker library nginx's server: port 80, /usr/share/nginx/html 'Welcome to nginx!'",
+    ),
+    SuiteImage(PROMOTER, "jessie-dnsutils", "1.7", "Debian base: bookworm's dig, nslookup, getent (upstream: jessie)"),
+    SuiteImage(
+        PROMOTER,
+        "nautilus",
+        "1.7",
+        "agnhost test-webserver serving test/images/nautilus/html (nautilus.jpg, data.json), as upstream",
+    ),
+    SuiteImage(
+        PROMOTER,
+        "nonewprivs",
+        "1.3",
+        f"nnp of Kubernetes {builds.KUBERNETES_VERSION} (test/images/nonewprivs), setuid root, Debian base",
+    ),
+    SuiteImage(
+        PROMOTER,
+        "sample-apiserver",
+        "1.17.7",
+        f"k8s.io/sample-apiserver {builds.SAMPLE_APISERVER_VERSION}, `go install .` at the tag as upstream builds it",
+    ),
+    SuiteImage("gcRegistry", "pause", "3.9", "the mirror's pause 3.9 (Kubernetes' pause.c, static)"),
+    SuiteImage("gcEtcdRegistry", "etcd", builds.ETCD_IMAGE_TAG, f"the mirror's etcd {builds.ETCD_VERSION}"),
+]
 
 
 def _labels(name: str, tag: str) -> str:
@@ -150,8 +205,8 @@ def _busybox_containerfile() -> str:
     )
 
 
-def suite_images() -> list[SuiteImage]:
-    """Every image the [Conformance] tests use, with the spec that builds it (Go builds run here)."""
+def image_specs() -> dict[str, ImageSpec]:
+    """How each image built here is made, by its name:tag (runs the Go builds and debootstrap)."""
     root = debootstrap("e2e-image-base", BASE_PACKAGES)
     base = import_rootfs_image(root, f"{LOCAL_PREFIX}/e2e-image-base:{root.name.rsplit('-', 1)[-1]}")
     programs = build(builds.KUBERNETES_TEST_IMAGES)
@@ -165,129 +220,77 @@ def suite_images() -> list[SuiteImage]:
         "localhost.key": source / "agnhost" / "porter" / "localhost.key",
     }
     httpd_files = {name: FILES / "httpd" / name for name in ("httpd", "httpd-foreground", "httpd.conf", "index.html")}
-    promoter = "promoterE2eRegistry"
-    return [
-        SuiteImage(
-            promoter,
-            "agnhost",
-            "2.47",
-            f"agnhost of Kubernetes {builds.KUBERNETES_VERSION} (test/images/agnhost, its VERSION says "
-            f"{builds.AGNHOST_SOURCE_VERSION}; 2.47 only adds `stress`, which no e2e.test test runs), "
-            f"CoreDNS {builds.COREDNS_VERSION} at /coredns, on the Debian base",
-            _spec("agnhost", "2.47", agnhost_files, _agnhost_containerfile(base)),
-        ),
-        SuiteImage(
-            promoter,
+    specs = [
+        _spec("agnhost", "2.47", agnhost_files, _agnhost_containerfile(base)),
+        _spec(
             "busybox",
             "1.36.1-1",
-            "Debian's busybox-static (1.35), applets linked in /bin, on scratch",
-            _spec(
-                "busybox",
-                "1.36.1-1",
-                {
-                    "busybox": root / "bin" / "busybox",
-                    "passwd": FILES / "busybox" / "passwd",
-                    "group": FILES / "busybox" / "group",
-                },
-                _busybox_containerfile(),
-            ),
+            {
+                "busybox": root / "bin" / "busybox",
+                "passwd": FILES / "busybox" / "passwd",
+                "group": FILES / "busybox" / "group",
+            },
+            _busybox_containerfile(),
         ),
-        *(
-            SuiteImage(
-                promoter,
-                "httpd",
-                tag,
-                "Debian's apache2-bin laid out as docker library httpd (/usr/local/apache2, port 80, "
-                "'It works!' index.html, httpd-foreground)",
-                _spec("httpd", tag, httpd_files, _httpd_containerfile(base)),
-            )
-            for tag in ("2.4.38-4", "2.4.39-4")
-        ),
-        SuiteImage(
-            promoter,
-            "nginx",
-            "1.14-4",
-            "Debian's nginx-light with docker library nginx's default server (port 80, /usr/share/nginx/html)",
-            _spec("nginx", "1.14-4", {"default.conf": FILES / "nginx" / "default.conf"}, _nginx_containerfile(base)),
-        ),
-        SuiteImage(
-            promoter,
-            "jessie-dnsutils",
-            "1.7",
-            "Debian bookworm's bind9-dnsutils (dig, nslookup) and getent on the Debian base (upstream: jessie)",
-            _spec("jessie-dnsutils", "1.7", {}, f'FROM {base}\nCMD ["bash"]\n'),
-        ),
-        SuiteImage(
-            promoter,
+        _spec("httpd", "2.4.38-4", httpd_files, _httpd_containerfile(base)),
+        _spec("httpd", "2.4.39-4", httpd_files, _httpd_containerfile(base)),
+        _spec("nginx", "1.14-4", {"default.conf": FILES / "nginx" / "default.conf"}, _nginx_containerfile(base)),
+        _spec("jessie-dnsutils", "1.7", {}, f'FROM {base}\nCMD ["bash"]\n'),
+        _spec(
             "nautilus",
             "1.7",
-            "agnhost test-webserver serving test/images/nautilus/html (nautilus.jpg, data.json), as upstream",
-            _spec(
-                "nautilus",
-                "1.7",
-                {
-                    "agnhost": programs / "agnhost",
-                    "nautilus.jpg": source / "nautilus" / "html" / "nautilus.jpg",
-                    "data.json": source / "nautilus" / "html" / "data.json",
-                },
-                f"FROM {base}\nCOPY agnhost nautilus.jpg data.json /\n"
-                'ENTRYPOINT ["/agnhost"]\nCMD ["test-webserver"]\n',
-            ),
+            {
+                "agnhost": programs / "agnhost",
+                "nautilus.jpg": source / "nautilus" / "html" / "nautilus.jpg",
+                "data.json": source / "nautilus" / "html" / "data.json",
+            },
+            f'FROM {base}\nCOPY agnhost nautilus.jpg data.json /\nENTRYPOINT ["/agnhost"]\nCMD ["test-webserver"]\n',
         ),
-        SuiteImage(
-            promoter,
+        _spec(
             "nonewprivs",
             "1.3",
-            f"nnp of Kubernetes {builds.KUBERNETES_VERSION} (test/images/nonewprivs), setuid root, on the Debian base",
-            _spec(
-                "nonewprivs",
-                "1.3",
-                {"nnp": programs / "nnp"},
-                f'FROM {base}\nCOPY nnp /usr/local/bin/nnp\nRUN chmod u+s /usr/local/bin/nnp\nCMD ["nnp"]\n',
-            ),
+            {"nnp": programs / "nnp"},
+            f'FROM {base}\nCOPY nnp /usr/local/bin/nnp\nRUN chmod u+s /usr/local/bin/nnp\nCMD ["nnp"]\n',
         ),
-        SuiteImage(
-            promoter,
+        _spec(
             "sample-apiserver",
             "1.17.7",
-            f"k8s.io/sample-apiserver {builds.SAMPLE_APISERVER_VERSION} (`go install .` at the tag, as upstream), "
-            "on the Debian base",
-            _spec(
-                "sample-apiserver",
-                "1.17.7",
-                {"sample-apiserver": sample_apiserver / "sample-apiserver"},
-                f'FROM {base}\nCOPY sample-apiserver /sample-apiserver\nENTRYPOINT ["/sample-apiserver"]\n',
-            ),
+            {"sample-apiserver": sample_apiserver / "sample-apiserver"},
+            f'FROM {base}\nCOPY sample-apiserver /sample-apiserver\nENTRYPOINT ["/sample-apiserver"]\n',
         ),
-        SuiteImage("gcRegistry", "pause", "3.9", "the mirror's pause (Kubernetes' pause.c, static)"),
-        SuiteImage("gcEtcdRegistry", "etcd", builds.ETCD_IMAGE_TAG, f"the mirror's etcd {builds.ETCD_VERSION}"),
     ]
+    return {spec.reference: spec for spec in specs}
 
 
 def repo_list(registry: str = REGISTRY) -> dict[str, str]:
-    """KUBE_TEST_REPO_LIST: the registries of the images above moved to the lab registry.
+    """KUBE_TEST_REPO_LIST: the registries of IMAGES moved to the lab registry.
 
     The other keys keep upstream's values: their images (authenticated,
-    private, invalid registries, Windows, storage drivers) are not used by
+    private and invalid registries, Windows, storage drivers) are not used by
     [Conformance] tests, and a test that used one anyway fails naming the
     unreachable registry.
     """
     return {
-        "promoterE2eRegistry": f"{registry}/{E2E_REPOSITORY}",
+        PROMOTER: f"{registry}/{E2E_REPOSITORY}",
         "gcRegistry": registry,
         "gcEtcdRegistry": registry,
     }
 
 
+def pull_reference(image: SuiteImage, repos: dict[str, str]) -> str:
+    """What e2e.test asks the nodes to pull, as manifest.go composes it: <registry>/<name>:<tag>."""
+    return f"{repos[image.registry_key]}/{image.name}:{image.tag}"
+
+
 def build_test_images() -> list[str]:
     """Build and push what is missing or stale; fail when the mirror lacks pause or etcd."""
-    images = suite_images()
-    pushed = build_and_push([image.spec for image in images if image.spec is not None])
+    specs = image_specs()
+    pushed = build_and_push([specs[image.reference] for image in IMAGES if image.built_here])
     with step("check the mirror's pause and etcd"):
         missing = [
             image.reference
-            for image in images
-            if image.spec is None and not is_in_registry(*image.reference.rsplit(":", 1))
+            for image in IMAGES
+            if not image.built_here and not is_in_registry(*image.reference.rsplit(":", 1))
         ]
         if missing:
             raise ValueError(f"the lab registry lacks {', '.join(missing)}: run `make mirror` first")
