@@ -226,15 +226,15 @@ def ginkgo_argv(
 def _tee(argv: list[str], env: dict[str, str], log_file: Path) -> int:
     """Run argv (no shell), its output to the terminal and to log_file; return its exit status."""
     with (
-        open(log_file, "w") as out,
-        subprocess.Popen(
-            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        ) as process,
+        open(log_file, "wb") as out,
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process,
     ):
         assert process.stdout is not None
-        for line in process.stdout:
-            sys.stdout.write(line)
-            out.write(line)
+        # chunks, not lines: ginkgo prints one progress mark per test on a line of its own
+        while chunk := process.stdout.read1(65536):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            out.write(chunk)
         return process.wait()
 
 
