@@ -266,7 +266,7 @@ def write_repo_list(path: Path) -> Path:
     from lab.conformance_images import repo_list
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(repo_list(), sort_keys=True))
+    path.write_text(yaml.safe_dump(repo_list(), sort_keys=True, explicit_start=True))
     return path
 
 

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import conformance_images, mirror_images
+from lab import builds, conformance_images, mirror_images
+from lab.conformance import write_repo_list
+from lab.gobuild import build
+from lab.mirror import REGISTRY
 
 pytestmark = pytest.mark.conformance
 
@@ -56,6 +59,22 @@ def serve_and_fetch(server: str, url: str) -> str:
         f"{server} >/tmp/server.log 2>&1 & "
         f"for i in $(seq 50); do wget -qO- {url} && exit 0; sleep 0.2; done; cat /tmp/server.log; exit 1"
     )
+
+
+def test_e2e_test_asks_for_exactly_the_references_pushed(tmp_path: Path) -> None:
+    # e2e.test's own list of images, with the repo list the command gives it:
+    # every image built here is named (name, tag) as manifest.go names it
+    e2e_test = build(builds.KUBERNETES_E2E) / "e2e.test"
+    repo_list = write_repo_list(tmp_path / "repo-list.yaml")
+    listed = subprocess.run(
+        [e2e_test, "--list-images"],
+        env={"KUBE_TEST_REPO_LIST": str(repo_list), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    missing = [image.reference for image in conformance_images.IMAGES if f"{REGISTRY}/{image.reference}" not in listed]
+    assert not missing, f"e2e.test never asks the lab registry for {missing}"
 
 
 def test_every_image_the_suite_names_is_in_the_registry(registry: str, tmp_path: Path) -> None:
