@@ -160,6 +160,15 @@ def focus_regex(names: list[str]) -> str:
     return "|".join(re.escape(name) for name in names)
 
 
+def effective_skip(skip: str | None, procs: int) -> str:
+    """The --skip ginkgo gets: the given regex (None: LAB_SKIPS), plus [Serial] when tests run in parallel."""
+    regex = skip if skip is not None else skip_regex(LAB_SKIPS)
+    if procs > 1:
+        # as upstream's runner does: a serial test must not share the cluster with others
+        regex = "|".join(filter(None, [regex, r"\[Serial\]"]))
+    return regex
+
+
 def summary_lines(report: Report) -> list[str]:
     lines = [
         f"conformance: {len(report.names('passed'))} passed, {len(report.names('failed'))} failed, "
@@ -275,10 +284,7 @@ def conformance_command(args: list[str]) -> int:
     from lab.mirror_images import kubernetes_source
 
     options = parser().parse_args(args)
-    skip = options.skip if options.skip is not None else skip_regex(LAB_SKIPS)
-    if options.procs > 1:
-        # as upstream's runner: serial tests cannot share the cluster
-        skip = "|".join(filter(None, [skip, r"\[Serial\]"]))
+    skip = effective_skip(options.skip, options.procs)
     suite = build(builds.KUBERNETES_E2E)
     kubectl = build(builds.KUBERNETES) / "kubectl"
     with step("check ginkgo's version"):

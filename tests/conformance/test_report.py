@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from lab.conformance import DEFAULT_FOCUS, focus_regex, ginkgo_argv, parse_junit, skip_regex, summary_lines
+from lab.conformance import (
+    DEFAULT_FOCUS,
+    effective_skip,
+    focus_regex,
+    ginkgo_argv,
+    parse_junit,
+    skip_regex,
+    summary_lines,
+)
 from lab.conformance_images import IMAGES, pull_reference, repo_list
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -111,6 +119,16 @@ def test_focus_and_skip_regexes_match_exactly_the_named_tests(names: list[str]):
 def test_no_lab_skip_means_an_empty_skip_regex():
     # an empty --skip skips nothing; a regex like "()" would skip everything
     assert skip_regex({}) == ""
+
+
+def test_parallel_runs_leave_serial_tests_out_and_keep_the_given_skip():
+    assert effective_skip("", 1) == ""
+    assert effective_skip(None, 1) == skip_regex({})  # LAB_SKIPS
+    assert effective_skip("", 4) == r"\[Serial\]"
+    parallel = effective_skip(r"\[Slow\]", 4)
+    assert re.search(parallel, "[sig-apps] Daemon set [Serial] should rollback without unnecessary restarts")
+    assert re.search(parallel, "[sig-apps] CronJob should schedule jobs [Slow]")
+    assert not re.search(parallel, PASSED)
 
 
 def test_e2e_test_gets_the_flags_of_upstreams_conformance_runner(tmp_path: Path):
