@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -33,11 +34,13 @@ import yaml
 from lab import builds
 from lab.gobuild import build
 from lab.paths import REPORTS
-from lab.run import StepFailed, log, step
+from lab.run import StepFailed, log, run, step
 
 DEFAULT_FOCUS = r"\[Conformance\]"
 REPORT_DIR = REPORTS / "conformance"
 REPORT_JSON = REPORTS / "conformance.json"
+# a dry run must not overwrite the report of a real run
+DRY_RUN_JSON = REPORTS / "conformance-dry-run.json"
 # e2e.test's own name for its JUnit report in --report-dir
 JUNIT_NAME = "junit_01.xml"
 # ginkgo's default of 1 h would stop a full run on 2 cores; upstream's runner sets 24 h
@@ -53,7 +56,8 @@ LAB_SKIPS: dict[str, str] = {}
 @dataclass(frozen=True)
 class Result:
     name: str
-    # passed | failed | skipped (selected, but skipped itself at run time)
+    # passed | failed | skipped (selected, but skipped itself at run time);
+    # selected in a dry run, which runs nothing
     state: str
     seconds: float
     message: str = ""
@@ -71,6 +75,7 @@ class Report:
     # the suite's own nodes ([SynchronizedBeforeSuite], ...) that failed: a
     # failed setup skips every test, which must not look like a clean run
     suite_failures: list[Result] = field(default_factory=list)
+    dry_run: bool = False
 
     def names(self, state: str) -> list[str]:
         return [test.name for test in self.tests if test.state == state]
@@ -87,6 +92,8 @@ class Report:
             "failed": len(self.names("failed")),
             "skipped": len(self.names("skipped")),
             "not_selected": self.not_selected,
+            "selected": len(self.names("selected")),
+            "dry_run": self.dry_run,
             "suite_succeeded": self.suite_succeeded,
             "seconds": self.seconds,
             "focus": self.focus,
@@ -110,13 +117,15 @@ def _message(case: ET.Element) -> str:
     return ""
 
 
-def parse_junit(text: str, *, focus: str = "", skip: str = "") -> Report:
-    """The report of one e2e.test run, from the JUnit XML ginkgo v2 wrote for it."""
+def parse_junit(text: str, *, focus: str = "", skip: str = "", dry_run: bool = False) -> Report:
+    """The report of one e2e.test run, from the JUnit XML ginkgo v2 wrote for it.
+
+    A dry run reports what it would run as passed; here those are "selected"."""
     root = ET.fromstring(text)
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     if not suites:
         raise ValueError("JUnit XML without a testsuite")
-    report = Report(suite_succeeded=True, seconds=0.0, focus=focus, skip=skip, not_selected=0)
+    report = Report(suite_succeeded=True, seconds=0.0, focus=focus, skip=skip, not_selected=0, dry_run=dry_run)
     for suite in suites:
         report.seconds += float(suite.get("time", "0"))
         properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
@@ -133,7 +142,7 @@ def parse_junit(text: str, *, focus: str = "", skip: str = "") -> Report:
                 continue
             name = raw_name.removeprefix("[It] ")
             if status == "passed":
-                report.tests.append(Result(name, "passed", seconds))
+                report.tests.append(Result(name, "selected" if dry_run else "passed", seconds))
             elif status in FAILED_STATES:
                 report.tests.append(Result(name, "failed", seconds, _message(case)))
             elif status in ("skipped", "pending"):
@@ -170,6 +179,9 @@ def effective_skip(skip: str | None, procs: int) -> str:
 
 
 def summary_lines(report: Report) -> list[str]:
+    if report.dry_run:
+        selected = report.names("selected")
+        return [f"dry run: {len(selected)} selected, {report.not_selected} not selected", *(f"  {n}" for n in selected)]
     lines = [
         f"conformance: {len(report.names('passed'))} passed, {len(report.names('failed'))} failed, "
         f"{len(report.names('skipped'))} skipped, {report.not_selected} not selected, "
@@ -267,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="ginkgo -v: every test's name and log as it runs")
     p.add_argument("--build-only", action="store_true", help="build e2e.test, ginkgo and the images, run nothing")
     p.add_argument("--report-dir", type=Path, default=REPORT_DIR)
-    p.add_argument("--report", type=Path, default=REPORT_JSON)
+    p.add_argument("--report", type=Path, help=f"default {REPORT_JSON} ({DRY_RUN_JSON} for a dry run)")
     return p
 
 
@@ -284,13 +296,12 @@ def conformance_command(args: list[str]) -> int:
     from lab.mirror_images import kubernetes_source
 
     options = parser().parse_args(args)
+    report_path: Path = options.report or (DRY_RUN_JSON if options.dry_run else REPORT_JSON)
     skip = effective_skip(options.skip, options.procs)
     suite = build(builds.KUBERNETES_E2E)
     kubectl = build(builds.KUBERNETES) / "kubectl"
     with step("check ginkgo's version"):
-        version = subprocess.run(
-            [suite / "ginkgo", "version"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        version = run([suite / "ginkgo", "version"], capture=True).stdout.strip()
         if builds.GINKGO_VERSION.lstrip("v") not in version:
             raise ValueError(f"ginkgo says {version!r}, Kubernetes requires {builds.GINKGO_VERSION}")
     if not options.dry_run:
@@ -319,21 +330,21 @@ def conformance_command(args: list[str]) -> int:
         verbose=options.verbose,
     )
     env = dict(os.environ, KUBE_TEST_REPO_LIST=str(repo_list), KUBECONFIG=str(options.kubeconfig))
-    log(f"KUBE_TEST_REPO_LIST={repo_list}: {json.dumps(yaml.safe_load(repo_list.read_text()))}")
-    log("running: " + " ".join(argv))
+    log(f"KUBE_TEST_REPO_LIST: {json.dumps(yaml.safe_load(repo_list.read_text()))}")
+    log(f"running: KUBE_TEST_REPO_LIST={repo_list} {shlex.join(argv)}")
     started = time.monotonic()
     with step(f"e2e.test --focus {options.focus!r} --skip {skip!r}"):
         status = _tee(argv, env, report_dir / "e2e.log")
     log(f"ginkgo exited {status} after {(time.monotonic() - started) / 60:.1f} min")
     if not junit.is_file():
         raise StepFailed(f"e2e.test wrote no {junit} (exit status {status}): see {report_dir / 'e2e.log'}")
-    with step(f"write {options.report}"):
-        report = parse_junit(junit.read_text(), focus=options.focus, skip=skip)
-        options.report.parent.mkdir(parents=True, exist_ok=True)
-        options.report.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    with step(f"write {report_path}"):
+        report = parse_junit(junit.read_text(), focus=options.focus, skip=skip, dry_run=options.dry_run)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report.as_json(), indent=2) + "\n")
     for line in summary_lines(report):
         print(line)
-    log(f"wrote {options.report}, {junit} and {report_dir / 'e2e.log'}")
+    log(f"wrote {report_path}, {junit} and {report_dir / 'e2e.log'}")
     if options.dry_run:
         return 0
     return 0 if report.ok else 1

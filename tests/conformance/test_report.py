@@ -84,6 +84,15 @@ def test_a_focus_that_selects_nothing_is_not_ok():
     assert "no test ran" in "\n".join(summary_lines(report))
 
 
+def test_a_dry_run_selects_without_claiming_anything_passed():
+    report = parse_junit(fixture("junit_dry_run.xml"), dry_run=True)
+    assert sorted(report.names("selected")) == sorted([PASSED, FAILED, SKIPPED])
+    assert report.names("passed") == []
+    data = report.as_json()
+    assert (data["selected"], data["passed"], data["dry_run"]) == (3, 0, True)
+    assert summary_lines(report)[0] == "dry run: 3 selected, 1 not selected"
+
+
 def test_the_summary_names_each_failure_with_its_first_line():
     lines = summary_lines(parse_junit(fixture("junit_mixed.xml")))
     failed = [line for line in lines if line.startswith("  FAILED")]
