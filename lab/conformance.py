@@ -39,7 +39,8 @@ from lab.run import StepFailed, log, run, step
 DEFAULT_FOCUS = r"\[Conformance\]"
 REPORT_DIR = REPORTS / "conformance"
 REPORT_JSON = REPORTS / "conformance.json"
-# a dry run must not overwrite the report of a real run
+# a dry run must not overwrite the reports of a real run
+DRY_RUN_DIR = REPORTS / "conformance-dry-run"
 DRY_RUN_JSON = REPORTS / "conformance-dry-run.json"
 # e2e.test's own name for its JUnit report in --report-dir
 JUNIT_NAME = "junit_01.xml"
@@ -278,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what the filters select without running it")
     p.add_argument("--verbose", action="store_true", help="ginkgo -v: every test's name and log as it runs")
     p.add_argument("--build-only", action="store_true", help="build e2e.test, ginkgo and the images, run nothing")
-    p.add_argument("--report-dir", type=Path, default=REPORT_DIR)
+    p.add_argument("--report-dir", type=Path, help=f"e2e.test's JUnit and log; default {REPORT_DIR} ({DRY_RUN_DIR})")
     p.add_argument("--report", type=Path, help=f"default {REPORT_JSON} ({DRY_RUN_JSON} for a dry run)")
     return p
 
@@ -297,6 +298,7 @@ def conformance_command(args: list[str]) -> int:
 
     options = parser().parse_args(args)
     report_path: Path = options.report or (DRY_RUN_JSON if options.dry_run else REPORT_JSON)
+    report_dir: Path = options.report_dir or (DRY_RUN_DIR if options.dry_run else REPORT_DIR)
     skip = effective_skip(options.skip, options.procs)
     suite = build(builds.KUBERNETES_E2E)
     kubectl = build(builds.KUBERNETES) / "kubectl"
@@ -311,7 +313,6 @@ def conformance_command(args: list[str]) -> int:
         return 0
     if not options.dry_run and not options.kubeconfig.is_file():
         raise StepFailed(f"no kubeconfig at {options.kubeconfig}: build the lab cluster first (make demo)")
-    report_dir: Path = options.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never report an earlier run
