@@ -179,6 +179,9 @@ def test_busybox_has_the_applets_and_options_tests_use(registry: str) -> None:
     output = podman_run(registry, "busybox:1.36.1-1", "wget", "-O-", "--post-data=x", "http://127.0.0.1:1/write")
     assert "refused" in output, output
     assert podman_run(registry, "busybox:1.36.1-1", "sh", "-c", "echo -n DONE; id -u nobody").strip() == "DONE65534"
+    # the Job tests' scripts: ash's [[ ]], $RANDOM and arithmetic
+    script = "if [[ -r /etc/passwd ]] ; then echo readable ; fi ; test $RANDOM -ge 0 && echo $(( 32767 / 16384 ))"
+    assert podman_run(registry, "busybox:1.36.1-1", "/bin/sh", "-c", script).split() == ["readable", "1"]
 
 
 def test_jessie_dnsutils_has_dig_and_getent(registry: str) -> None:
