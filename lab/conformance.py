@@ -297,8 +297,10 @@ def conformance_command(args: list[str]) -> int:
     from lab.mirror_images import kubernetes_source
 
     options = parser().parse_args(args)
-    report_path: Path = options.report or (DRY_RUN_JSON if options.dry_run else REPORT_JSON)
-    report_dir: Path = options.report_dir or (DRY_RUN_DIR if options.dry_run else REPORT_DIR)
+    # absolute: ginkgo runs e2e.test in the binary's directory
+    report_path: Path = (options.report or (DRY_RUN_JSON if options.dry_run else REPORT_JSON)).resolve()
+    report_dir: Path = (options.report_dir or (DRY_RUN_DIR if options.dry_run else REPORT_DIR)).resolve()
+    kubeconfig: Path = options.kubeconfig.resolve()
     skip = effective_skip(options.skip, options.procs)
     suite = build(builds.KUBERNETES_E2E)
     kubectl = build(builds.KUBERNETES) / "kubectl"
@@ -311,8 +313,8 @@ def conformance_command(args: list[str]) -> int:
     if options.build_only:
         log(f"built {suite / 'e2e.test'}, {suite / 'ginkgo'} and the test images")
         return 0
-    if not options.dry_run and not options.kubeconfig.is_file():
-        raise StepFailed(f"no kubeconfig at {options.kubeconfig}: build the lab cluster first (make demo)")
+    if not options.dry_run and not kubeconfig.is_file():
+        raise StepFailed(f"no kubeconfig at {kubeconfig}: build the lab cluster first (make demo)")
     report_dir.mkdir(parents=True, exist_ok=True)
     junit = report_dir / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never report an earlier run
@@ -320,7 +322,7 @@ def conformance_command(args: list[str]) -> int:
     argv = ginkgo_argv(
         ginkgo=suite / "ginkgo",
         e2e_test=suite / "e2e.test",
-        kubeconfig=options.kubeconfig,
+        kubeconfig=kubeconfig,
         kubectl=kubectl,
         repo_root=kubernetes_source(),
         report_dir=report_dir,
@@ -330,7 +332,7 @@ def conformance_command(args: list[str]) -> int:
         dry_run=options.dry_run,
         verbose=options.verbose,
     )
-    env = dict(os.environ, KUBE_TEST_REPO_LIST=str(repo_list), KUBECONFIG=str(options.kubeconfig))
+    env = dict(os.environ, KUBE_TEST_REPO_LIST=str(repo_list), KUBECONFIG=str(kubeconfig))
     log(f"KUBE_TEST_REPO_LIST: {json.dumps(yaml.safe_load(repo_list.read_text()))}")
     log(f"running: KUBE_TEST_REPO_LIST={repo_list} {shlex.join(argv)}")
     started = time.monotonic()
