@@ -11,7 +11,7 @@ PY := $(CURDIR)/.venv/bin/python
 LAB := $(PY) -m lab
 NODES ?= 3
 
-.PHONY: setup test lint demo lab-up lab-down lab-status lab-ssh lab-clean mirror image bench-rollout
+.PHONY: setup test lint demo lab-up lab-down lab-status lab-ssh lab-clean mirror image bench-rollout conformance
 
 setup:  ## Debian packages, .venv, pinned helm + helm-diff (idempotent, quick when warm)
 	python3 -m lab setup
@@ -48,3 +48,6 @@ image: setup
 
 bench-rollout: setup
 	$(LAB) bench-rollout
+
+conformance: setup  ## upstream [Conformance] tests on the lab cluster (FOCUS=regex SKIP=regex narrow them)
+	$(LAB) conformance

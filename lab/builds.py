@@ -1,6 +1,8 @@
-"""Pinned upstream builds for the offline mirror (see lab/gobuild.py for how).
+"""Pinned upstream builds for the offline mirror and the conformance suite
+(see lab/gobuild.py for how).
 
-One version per component, read by the mirror and by the roles' lab variables.
+One version per component, read by the mirror, the conformance command and
+the roles' lab variables.
 """
 
 from __future__ import annotations
@@ -85,6 +87,62 @@ KUBERNETES = GoBuild(
     tags=("providerless",),
     ldflags=_kubernetes_ldflags(),
     replace={f"k8s.io/{name}": "v0" + KUBERNETES_VERSION.removeprefix("v1") for name in KUBERNETES_STAGING},
+)
+
+# The conformance suite of the same tag (lab.conformance): e2e.test as
+# upstream's `make WHAT=test/e2e/e2e.test` compiles it (`go test -c`, the same
+# version ldflags; cloud providers linked in, as upstream: test/e2e imports
+# them, so no providerless), and ginkgo from the same module graph, which makes
+# it the version Kubernetes' go.mod requires, as `make WHAT=ginkgo` does.
+GINKGO_VERSION = "v2.13.0"
+KUBERNETES_E2E = GoBuild(
+    name="kubernetes-e2e",
+    version=KUBERNETES_VERSION,
+    module="k8s.io/kubernetes",
+    binaries={"ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+    test_binaries={"e2e.test": "k8s.io/kubernetes/test/e2e"},
+    ldflags=_kubernetes_ldflags(),
+    replace=KUBERNETES.replace,
+)
+
+# Go programs of the test images the [Conformance] tests run
+# (lab.conformance_images), from test/images of the same tag. The suite asks
+# for agnhost 2.47, built upstream from a later tree; v1.29.15's agnhost says
+# 2.45 and differs from v1.30.0-alpha.3's 2.47 only by the `stress`
+# subcommand, which only e2e_node's eviction tests run.
+AGNHOST_SOURCE_VERSION = "2.45"
+KUBERNETES_TEST_IMAGES = GoBuild(
+    name="kubernetes-test-images",
+    version=KUBERNETES_VERSION,
+    module="k8s.io/kubernetes",
+    binaries={
+        "agnhost": "k8s.io/kubernetes/test/images/agnhost",
+        "nnp": "k8s.io/kubernetes/test/images/nonewprivs",
+    },
+    # what test/images/agnhost/Makefile sets; nnp has no such variable
+    ldflags=f"-s -w -X main.Version={AGNHOST_SOURCE_VERSION}",
+    replace=KUBERNETES.replace,
+)
+
+# The aggregator conformance test runs "the sample-apiserver code from 1.17
+# compiled against 1.17" (image sample-apiserver:1.17.7). Upstream builds it
+# by `go install .` in k8s.io/sample-apiserver at the tag; its go.mod's
+# replaces are repeated here because a dependency's replaces are ignored.
+SAMPLE_APISERVER_VERSION = "v0.17.7"
+SAMPLE_APISERVER = GoBuild(
+    name="sample-apiserver",
+    version=SAMPLE_APISERVER_VERSION,
+    module="k8s.io/sample-apiserver",
+    binaries={"sample-apiserver": "k8s.io/sample-apiserver"},
+    ldflags="-s -w",
+    replace={
+        "golang.org/x/sys": "v0.0.0-20190813064441-fde4db37ae7a",
+        "golang.org/x/tools": "v0.0.0-20190821162956-65e3620a7ae7",
+    }
+    | {
+        f"k8s.io/{name}": SAMPLE_APISERVER_VERSION
+        for name in ("api", "apimachinery", "apiserver", "client-go", "code-generator", "component-base")
+    },
 )
 
 # The version kubeadm v1.29.15 pulls (`kubeadm config images list`); a replace

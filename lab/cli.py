@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mirror": ("lab.mirror:mirror_command", "build the offline package and image mirror"),
     "image": ("lab.image:image_command", "build the app image with podman"),
     "bench-rollout": ("lab.bench:bench_rollout_command", "rolling update under load, writes reports/"),
+    "conformance": ("lab.conformance:conformance_command", "Kubernetes' [Conformance] suite on the lab cluster"),
     "demo": ("lab.demo:demo_command", "the whole mission on the local lab"),
 }
 

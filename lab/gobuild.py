@@ -9,6 +9,8 @@ Three ways, chosen by the spec:
 - a source tarball (lab.distfiles: CRI-O, Calico, which the proxy refuses):
   `go build` inside the verified, unpacked tree with its own go.mod, from its
   vendor/ directory or with dependencies from the proxy.
+Test binaries (`go test -c`, e.g. Kubernetes' e2e.test) are built the same
+way, beside the binaries, from the same module graph and flags.
 The result lives in CACHE/go/<name>-<version>/ with a stamp of the spec; a
 matching stamp means nothing is rebuilt.
 """
@@ -55,6 +57,8 @@ class GoBuild:
     # static C programs of the source tree: output name -> directory whose
     # src/*.c are compiled as its Makefile does (CRI-O's pinns)
     c_programs: dict[str, str] = field(default_factory=dict)
+    # output name -> Go package whose tests `go test -c` compiles into it
+    test_binaries: dict[str, str] = field(default_factory=dict)
 
     @property
     def outdir(self) -> Path:
@@ -63,11 +67,22 @@ class GoBuild:
     @property
     def needs_wrapper(self) -> bool:
         # `go install pkg@version` also asks the proxy for the module's version
-        # list, which the proxy refuses for some modules; a wrapper module does not.
-        return bool(self.replace or self.nosumdb)
+        # list, which the proxy refuses for some modules; a wrapper module does
+        # not. `go install` cannot compile tests either.
+        return bool(self.replace or self.nosumdb or self.test_binaries)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Every file the build leaves in outdir."""
+        return [*self.binaries, *self.test_binaries, *self.c_programs]
 
     def stamp(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        # Unset, a field added later stays out of the stamp, so the builds
+        # already in a (shared) cache stay current.
+        if not fields["test_binaries"]:
+            del fields["test_binaries"]
+        return json.dumps(fields, sort_keys=True)
 
 
 def default_binary_name(package: str) -> str:
@@ -99,9 +114,7 @@ def is_current(spec: GoBuild) -> bool:
     """Whether the cache holds every binary of spec, built from this very spec."""
     stamp = spec.outdir / ".spec.json"
     return (
-        stamp.is_file()
-        and stamp.read_text() == spec.stamp()
-        and all((spec.outdir / b).is_file() for b in [*spec.binaries, *spec.c_programs])
+        stamp.is_file() and stamp.read_text() == spec.stamp() and all((spec.outdir / b).is_file() for b in spec.outputs)
     )
 
 
@@ -113,7 +126,7 @@ def build(spec: GoBuild) -> Path:
     out = spec.outdir
     if is_current(spec):
         return out
-    with step(f"go build {spec.name} {spec.version} ({', '.join(spec.binaries)})"):
+    with step(f"go build {spec.name} {spec.version} ({', '.join(spec.outputs)})"):
         # a source tarball is verified before anything is made
         tree = unpacked(spec.source) if spec.source is not None else None
         tmp = out.with_name(out.name + ".tmp")
@@ -160,11 +173,15 @@ def _compile(spec: GoBuild, tmp: Path, tree: Path | None) -> None:
         lines += [f"replace {m} => {m} {v}" for m, v in sorted(spec.replace.items())]
         (src / "go.mod").write_text("\n".join(lines) + "\n")
         run(["go", "get", f"{spec.module}@{spec.version}"], cwd=src, env=env)
-        # One `go build` for all packages: they share compiled dependencies
-        # and link in parallel. Binaries are named after their package.
-        log(f"  compiling {', '.join(spec.binaries)}")
-        run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
-        _rename_to_binary_names(spec, tmp)
+        if spec.binaries:
+            # One `go build` for all packages: they share compiled dependencies
+            # and link in parallel. Binaries are named after their package.
+            log(f"  compiling {', '.join(spec.binaries)}")
+            run(["go", "build", *flags, "-o", f"{tmp}/", *spec.binaries.values()], cwd=src, env=env)
+            _rename_to_binary_names(spec, tmp)
+        for binary, package in spec.test_binaries.items():
+            log(f"  compiling {binary} (go test -c {package})")
+            run(["go", "test", "-c", *flags, "-o", tmp / binary, package], cwd=src, env=env)
     else:
         env["GOBIN"] = str(tmp)
         for binary, package in spec.binaries.items():
@@ -173,7 +190,7 @@ def _compile(spec: GoBuild, tmp: Path, tree: Path | None) -> None:
             built = tmp / default_binary_name(package)
             if built.name != binary:
                 built.rename(tmp / binary)
-    missing = [binary for binary in [*spec.binaries, *spec.c_programs] if not (tmp / binary).is_file()]
+    missing = [binary for binary in spec.outputs if not (tmp / binary).is_file()]
     if missing:
         # e.g. a package that is not `main`: go build compiles it and writes nothing
         raise ValueError(f"go build wrote no {', '.join(missing)}")

@@ -136,13 +136,17 @@ def base_image() -> str:
     return import_rootfs_image(root, f"{LOCAL_PREFIX}/base:{root.name.rsplit('-', 1)[-1]}")
 
 
-def build_pause() -> Path:
-    """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
+def kubernetes_source() -> Path:
+    """The pinned Kubernetes tag's source tree, from Go's module cache."""
     download = run(
         ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{builds.KUBERNETES_VERSION}"], capture=True, env=go_env()
     )
-    kubernetes_src = Path(json.loads(download.stdout)["Dir"])
-    source = kubernetes_src / "build" / "pause" / "linux" / "pause.c"
+    return Path(json.loads(download.stdout)["Dir"])
+
+
+def build_pause() -> Path:
+    """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
+    source = kubernetes_source() / "build" / "pause" / "linux" / "pause.c"
     output = IMAGES_DIR / f"pause-{PAUSE_VERSION}" / "pause"
     stamp = output.with_name("pause.source")
     if output.is_file() and stamp.is_file() and stamp.read_text() == str(source):
@@ -240,6 +244,23 @@ def _stamp(name: str) -> Path:
     return IMAGES_DIR / "stamps" / name
 
 
+def is_pushed(spec: ImageSpec) -> bool:
+    """Whether the registry holds spec's image, built from these very inputs."""
+    stamp = _stamp(f"{spec.name}-{spec.tag}")
+    return is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()
+
+
+def _push_specs(specs: list[ImageSpec], registry: str) -> list[str]:
+    pushed = []
+    for spec in specs:
+        with step(f"image {spec.reference}: podman build, skopeo copy"):
+            _build_and_push(spec, registry)
+            _stamp(f"{spec.name}-{spec.tag}").parent.mkdir(parents=True, exist_ok=True)
+            _stamp(f"{spec.name}-{spec.tag}").write_text(spec.digest())
+        pushed.append(spec.reference)
+    return pushed
+
+
 def build_images(with_app: bool = True) -> list[str]:
     """Build and push every image that is missing or stale; return the ones pushed."""
     from lab import mirror_calico  # imported here: it builds on this module's ImageSpec
@@ -248,14 +269,10 @@ def build_images(with_app: bool = True) -> list[str]:
     return push_images(specs, app_local=build_app_image() if with_app else None)
 
 
-def _is_pushed(spec: ImageSpec) -> bool:
-    stamp = _stamp(f"{spec.name}-{spec.tag}")
-    return is_in_registry(spec.name, spec.tag) and stamp.is_file() and stamp.read_text() == spec.digest()
-
-
 def push_images(specs: list[ImageSpec], app_local: str | None = None) -> list[str]:
-    """Build and push the specs, and the local app image, that are missing or stale; return the ones pushed."""
-    pending = [spec for spec in specs if not _is_pushed(spec)]
+    """Build and push the specs (in order), and the local app image, that are missing or
+    stale; return the ones pushed."""
+    pending = [spec for spec in specs if not is_pushed(spec)]
     app_tag = chart_app_version()
     app_id = ""
     if app_local:
@@ -266,14 +283,8 @@ def push_images(specs: list[ImageSpec], app_local: str | None = None) -> list[st
     )
     if not pending and not app_pending:
         return []
-    pushed = []
     with push_registry() as registry:
-        for spec in pending:
-            with step(f"image {spec.reference}: podman build, skopeo copy"):
-                _build_and_push(spec, registry)
-                _stamp(f"{spec.name}-{spec.tag}").parent.mkdir(parents=True, exist_ok=True)
-                _stamp(f"{spec.name}-{spec.tag}").write_text(spec.digest())
-            pushed.append(spec.reference)
+        pushed = _push_specs(pending, registry)
         if app_local and app_pending:
             with step(f"image {APP_IMAGE}:{app_tag}: skopeo copy"):
                 _push(app_local, f"{APP_IMAGE}:{app_tag}", registry)
