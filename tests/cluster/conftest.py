@@ -11,6 +11,8 @@ from kubernetes import client, config
 from tests.conftest import LabCluster
 from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, setting  # noqa: F401
 
+APP_IMAGE_NAME = "tiny-http-app:1.0.0"
+
 
 @pytest.fixture(scope="session")
 def inventory(lab_cluster: LabCluster) -> Inventory:
@@ -34,3 +36,10 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
 @pytest.fixture(scope="session")
 def core(api_client: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def app_image(inventory: Inventory) -> str:
+    """The app image in the cluster's registry (python and gunicorn inside: a handy test pod)."""
+    registry = setting(inventory, inventory.master, "cluster_image_registry")
+    return f"{registry}/{APP_IMAGE_NAME}" if registry else APP_IMAGE_NAME

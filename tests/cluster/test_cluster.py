@@ -14,7 +14,6 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import testinfra
@@ -29,7 +28,6 @@ from tests.node.lab_inventory import Inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.cluster
 
-APP_IMAGE_NAME = "tiny-http-app:1.0.0"
 APP_PORT = 8080
 
 
@@ -144,12 +142,6 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-@pytest.fixture(scope="module")
-def app_image(inventory: Inventory) -> str:
-    registry = setting(inventory, inventory.master, "cluster_image_registry")
-    return f"{registry}/{APP_IMAGE_NAME}" if registry else APP_IMAGE_NAME
-
-
 def start_app_pod(core: client.CoreV1Api, namespace: str, node: str, image: str) -> str:
     """The app (gunicorn, python inside) pinned to one node; returns the pod name."""
     name = f"app-{node}-{uuid.uuid4().hex[:5]}"
@@ -241,25 +233,27 @@ def test_cluster_dns_resolves_kubernetes_default(core, namespace, inventory, app
 # ---------------------------------------------------------------- reboot
 
 
-def node_heartbeat(core: client.CoreV1Api, name: str) -> tuple[str | None, datetime | None]:
+def boot_and_ready(core: client.CoreV1Api, name: str) -> tuple[str, str | None]:
+    """The boot id the node's kubelet last reported, and its Ready status."""
     node = core.read_node(name)
-    ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
-    return (ready.status, ready.last_heartbeat_time) if ready else (None, None)
+    ready = next((c.status for c in node.status.conditions or [] if c.type == "Ready"), None)
+    return node.status.node_info.boot_id, ready
 
 
 def test_worker_reboot_keeps_settings_and_node_returns_ready(core, namespace, inventory, app_image):
     worker = inventory.workers[-1]
+    boot_before, _ = boot_and_ready(core, worker)
     started = time.monotonic()
     result = run_tool([VENV_BIN / "python", "-m", "lab", "reboot", worker], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    back = datetime.now(UTC)
-    # Ready again means a heartbeat from the rebooted kubelet, not the stale pre-reboot status.
+    # Ready again means Ready reported by the kubelet of the new boot (its boot id),
+    # not the status the node had before the reboot.
     deadline = time.monotonic() + 300
     while True:
-        status, heartbeat = node_heartbeat(core, worker)
-        if status == "True" and heartbeat and heartbeat > back:
+        boot, ready = boot_and_ready(core, worker)
+        if boot != boot_before and ready == "True":
             break
-        assert time.monotonic() < deadline, f"{worker} not Ready after the reboot: {status} {heartbeat}"
+        assert time.monotonic() < deadline, f"{worker} not Ready after the reboot: boot id {boot}, Ready={ready}"
         time.sleep(2)
     print(f"\n{worker}: rebooted and Ready again in {time.monotonic() - started:.0f}s")
 
