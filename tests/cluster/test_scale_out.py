@@ -1,5 +1,7 @@
 """Scale-out on the lab: one more worker in the inventory, the cluster playbook
-again, and the new node joins while the others only learn its pod route.
+again, and the new node joins while the others only learn its pod route (the
+bridge network) or nothing at all (Calico: the new node's calico-node sets up
+its VXLAN tunnel and routes), and its pods reach the others' at once.
 
 It grows the lab by a node for good (there is no scale-in playbook): it runs on
 the fresh lab of a test session, and on a reused one (LAB_REUSE=1) only when
@@ -10,14 +12,22 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 
 import pytest
+import testinfra
 from kubernetes import client
 
 from lab.paths import REPO
-from tests.cluster.test_cluster import changes_by_node, ready_status
+from tests.cluster.test_cluster import (
+    assert_pods_reach_each_other,
+    changes_by_node,
+    ready_status,
+    start_app_pod,
+    wait_ready,
+)
 from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
-from tests.node.lab_inventory import lab_inventory
+from tests.node.lab_inventory import lab_inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.cluster
 
@@ -28,7 +38,9 @@ ROUTE_TASKS = {"common : Write the pod CIDR routes on every node", "common : App
 TIMING = re.compile(r"^(worker : Run kubeadm join.*?) -+ (\d+\.\d+)s", re.MULTILINE)
 
 
-def test_new_worker_joins_and_the_others_only_learn_its_route(core: client.CoreV1Api, lab_cluster: LabCluster):
+def test_new_worker_joins_and_the_others_only_learn_its_route(
+    core: client.CoreV1Api, lab_cluster: LabCluster, app_image: str
+):
     if not lab_cluster.fresh and TARGET == 0:
         pytest.skip("grows your running lab for good: set CLUSTER_SCALE_OUT_NODES=4 to run it with LAB_REUSE=1")
     before = lab_inventory()
@@ -54,3 +66,15 @@ def test_new_worker_joins_and_the_others_only_learn_its_route(core: client.CoreV
     again = run_tool(playbook, check=False)
     assert again.returncode == 0
     assert changes_by_node(again.stdout) == {}, "the run after the scale-out changed something"
+
+    # the pod network reaches the new node with no manual step
+    if setting(after, after.master, "cluster_pod_network") == "calico":
+        new_host = testinfra.get_host(ssh_host_url(new_nodes[0]))
+        assert "vxlan id 4096" in new_host.check_output("ip -d link show vxlan.calico")
+    namespace = f"scale-out-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        names = [start_app_pod(core, namespace, node, app_image) for node in (new_nodes[0], before.workers[0])]
+        assert_pods_reach_each_other(core, namespace, [wait_ready(core, namespace, name) for name in names])
+    finally:
+        core.delete_namespace(namespace)
