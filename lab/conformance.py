@@ -261,7 +261,7 @@ def _tee(argv: list[str], env: dict[str, str], log_file: Path) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from lab.bench import KUBECONFIG
+    from lab.cluster import KUBECONFIG
 
     p = argparse.ArgumentParser(prog="make conformance", description=__doc__.splitlines()[0])
     p.add_argument(

@@ -16,8 +16,9 @@ import time
 from kubernetes import client, config
 
 from lab import mirror, nodes
-from lab.bench import INVENTORY, KUBECONFIG, PROJECT, Rollout, deploy_playbook, get_message, measure, worker_address
+from lab.cluster import INVENTORY, KUBECONFIG, PROJECT, get_message, worker_address
 from lab.paths import REPO
+from lab.rollout import Rollout, deploy_playbook, measure
 from lab.run import StepFailed, log, run, step
 
 

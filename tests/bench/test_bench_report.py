@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from lab.bench import PROJECT, Rollout, plot
+from lab.bench_report import plot
+from lab.cluster import PROJECT
 from lab.prober import Sample, mark_stale
+from lab.rollout import Rollout
 
 
 def sample(sent: float, message: str | None, kind: str = "ok") -> Sample:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.bench import WorkerOutage
+from lab.outage import WorkerOutage
 from lab.prober import Sample
 
 

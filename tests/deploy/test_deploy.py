@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from lab.bench import INVENTORY, KUBECONFIG, worker_address
+from lab.cluster import INVENTORY, KUBECONFIG, worker_address
 from lab.nodes import Lab, ssh_argv
 from lab.paths import BIN
 from lab.prober import Prober, summarize

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from lab.bench import KUBECONFIG
+from lab.cluster import KUBECONFIG
 from lab.paths import REPO
 from tests.cluster.test_cluster import assert_pods_reach_each_other, exec_python, start_app_pod, wait_ready
 from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, play_recap, run_tool

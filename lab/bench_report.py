@@ -1,0 +1,84 @@
+"""What `make bench-rollout` writes and prints: CSVs, the plot, the summary."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from lab.prober import Sample, as_rows
+
+
+def write_csv(path: Path, samples: list[Sample], origin: float) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(
+            handle, fieldnames=["scheduled", "sent", "latency", "kind", "status", "message", "detail"]
+        )
+        writer.writeheader()
+        writer.writerows(as_rows(samples, origin))
+
+
+def plot(reports: list[dict[str, object]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(reports), 1, figsize=(12, 2.8 * len(reports)), squeeze=False)
+    for axis, report in zip(axes[:, 0], reports, strict=True):
+        rows = report["per_second"]
+        seconds = [r["second"] for r in rows]  # type: ignore[index]
+        old = [r["old"] for r in rows]  # type: ignore[index]
+        new = [r["new"] for r in rows]  # type: ignore[index]
+        errors = [r["errors"] for r in rows]  # type: ignore[index]
+        axis.bar(seconds, old, width=1.0, align="edge", color="#4c72b0", label="old message")
+        axis.bar(seconds, new, width=1.0, align="edge", bottom=old, color="#dd8452", label="new message")
+        bottoms = [o + n for o, n in zip(old, new, strict=True)]
+        axis.bar(seconds, errors, width=1.0, align="edge", bottom=bottoms, color="#c44e52", label="errors")
+        # Errors are few against 100 requests/s: mark each second that had any above the bars.
+        top = max([o + n + e for o, n, e in zip(old, new, errors, strict=True)], default=100)
+        for second, count in zip(seconds, errors, strict=True):
+            if count:
+                axis.plot(second + 0.5, top * 1.08, "v", color="#c44e52", markersize=8)
+                axis.annotate(str(count), (second + 0.5, top * 1.13), ha="center", fontsize=7, color="#c44e52")
+        axis.set_ylim(0, top * 1.22)
+        axis.axvline(0, color="black", linestyle="--", linewidth=1, label="upgrade starts")
+        if report["rollout_seconds"] is not None:
+            axis.axvline(report["rollout_seconds"], color="green", linestyle="--", linewidth=1, label="old pods gone")
+        axis.axvline(report["trigger_seconds"], color="grey", linestyle=":", linewidth=1, label="command returns")
+        kinds = ", ".join(f"{k} {v}" for k, v in report["error_kinds"].items()) or "none"  # type: ignore[union-attr]
+        if report["expected_trigger_to_succeed"]:
+            outcome = (
+                f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s"
+            )
+        else:
+            outcome = f"the command failed after {report['trigger_seconds']} s and Helm rolled back"
+        axis.set_title(
+            f"{report['variant']}: {report['errors']} errors / {report['requests']} requests ({kinds}); {outcome}",
+            fontsize=9,
+        )
+        axis.set_ylabel("requests/s")
+        axis.legend(fontsize=7, loc="lower left", ncol=6)
+    axes[-1, 0].set_xlabel("seconds since the upgrade started")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def print_summary(reports: list[dict[str, object]]) -> None:
+    print(f"{'variant':<22} {'requests':>8} {'errors':>6} {'ratio':>9}  {'rollout s':>9} {'mixed s':>7}  kinds")
+    for r in reports:
+        rollout = "-" if r["rollout_seconds"] is None else f"{r['rollout_seconds']:.1f}"
+        kinds = ", ".join(f"{k}={v}" for k, v in r["error_kinds"].items()) or "-"  # type: ignore[union-attr]
+        print(
+            f"{r['variant']:<22} {r['requests']:>8} {r['errors']:>6} {r['error_ratio']:>9.5f}  "
+            f"{rollout:>9} {r['mixed_message_seconds']:>7.1f}  {kinds}"
+        )
+    project = [r for r in reports if r["target"] == "project" and r["expected_trigger_to_succeed"]]
+    control = [r for r in reports if r["target"] == "control"]
+    if project and control:
+        p_req, p_err = sum(r["requests"] for r in project), sum(r["errors"] for r in project)  # type: ignore[misc]
+        c_req, c_err = sum(r["requests"] for r in control), sum(r["errors"] for r in control)  # type: ignore[misc]
+        print(
+            f"error ratio: project {p_err}/{p_req} = {p_err / p_req:.5f}, "
+            f"control (seed configuration) {c_err}/{c_req} = {c_err / c_req:.5f}"
+        )
