@@ -52,6 +52,12 @@ def plot(reports: list[dict[str, object]], path: Path) -> None:
             )
         else:
             outcome = f"the command failed after {report['trigger_seconds']} s and Helm rolled back"
+        phases = report.get("phases") or {}
+        if phases.get("floor"):
+            outcome += (
+                f"; from the Deployment change {phases['rollout_from_deployment_change']} s"
+                f" = {phases['rollout_vs_floor']} x the floor {phases['floor']} s"
+            )
         axis.set_title(
             f"{report['variant']}: {report['errors']} errors / {report['requests']} requests ({kinds}); {outcome}",
             fontsize=9,
@@ -73,6 +79,7 @@ def print_summary(reports: list[dict[str, object]]) -> None:
             f"{r['variant']:<22} {r['requests']:>8} {r['errors']:>6} {r['error_ratio']:>9.5f}  "
             f"{rollout:>9} {r['mixed_message_seconds']:>7.1f}  {kinds}"
         )
+    print_phases(reports)
     project = [r for r in reports if r["target"] == "project" and r["expected_trigger_to_succeed"]]
     control = [r for r in reports if r["target"] == "control"]
     if project and control:
@@ -82,3 +89,32 @@ def print_summary(reports: list[dict[str, object]]) -> None:
             f"error ratio: project {p_err}/{p_req} = {p_err / p_req:.5f}, "
             f"control (seed configuration) {c_err}/{c_req} = {c_err / c_req:.5f}"
         )
+
+
+# (report key, what it means) of the per-phase breakdown, in the order they happen
+PHASES = (
+    ("deployment_changed_at", "Deployment changed (the command's work before it)"),
+    ("new_pod_created_to_running", "new pod created -> its container runs"),
+    ("new_pod_running_to_ready", "container runs -> ready"),
+    ("last_new_pod_ready_at", "last new pod ready at"),
+    ("first_old_pod_terminating_at", "first old pod terminating at"),
+    ("old_pod_terminating_to_gone", "old pod terminating -> gone (preStop, drain, cleanup)"),
+    ("old_pods_gone_at", "old pods gone at"),
+    ("command_returned_at", "the command returned at"),
+    ("endpoint_propagation", "endpoint propagation (deletion -> no node routes to it)"),
+    ("longest_request", "longest request (drain)"),
+    ("floor", "floor: created->ready + propagation + drain"),
+    ("rollout_from_deployment_change", "rollout from the Deployment change"),
+    ("rollout_vs_floor", "rollout / floor"),
+)
+
+
+def print_phases(reports: list[dict[str, object]]) -> None:
+    """Seconds per phase, one column per variant that rolled (times after the command started)."""
+    rolled = [r for r in reports if r.get("phases")]
+    if not rolled:
+        return
+    print(f"\n{'phase (s)':<58}" + "".join(f"{r['variant']:>20}" for r in rolled))
+    for key, meaning in PHASES:
+        values = [r["phases"].get(key) for r in rolled]  # type: ignore[union-attr]
+        print(f"{meaning:<58}" + "".join(f"{'-' if v is None else v:>20}" for v in values))

@@ -68,6 +68,9 @@ class PodState:
     ready: bool
     terminating: bool
     node: str = ""
+    ip: str = ""
+    # every container of the pod runs (its process started)
+    running: bool = False
 
 
 class PodWatcher:
@@ -95,6 +98,9 @@ class PodWatcher:
                     conditions.get("Ready") == "True",
                     pod.metadata.deletion_timestamp is not None,
                     pod.spec.node_name or "",
+                    pod.status.pod_ip or "",
+                    bool(pod.status.container_statuses)
+                    and all(c.state.running is not None for c in pod.status.container_statuses),
                 )
             )
         return states

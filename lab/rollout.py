@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.cluster import CONTROL, INVENTORY, POLL, PodWatcher, Target
+from lab import nodes
+from lab.cluster import CONTROL, INVENTORY, POLL, PodState, PodWatcher, Target
+from lab.endpoints import KubeProxyWatcher, wall_clock_offset
 from lab.paths import REPO
 from lab.prober import Prober, Sample, mark_stale, summarize
 from lab.run import StepFailed
@@ -40,6 +42,54 @@ class Rollout:
     old_hashes: list[str] = field(default_factory=list)
     new_hashes: list[str] = field(default_factory=list)
     trigger_output: str = ""
+    # per pod: when the watcher first saw it exist, run, be ready, terminate, and last saw it
+    pods: dict[str, PodTimes] = field(default_factory=dict)
+    # per old pod IP: seconds from its deletion until no node's kube-proxy routes to it
+    propagation: dict[str, float | None] = field(default_factory=dict)
+
+    def phases(self) -> dict[str, object]:
+        """Where the time of the rollout went, and its floor (seconds; see `floor`)."""
+        new = [t for t in self.pods.values() if t.template_hash in self.new_hashes]
+        old = [t for t in self.pods.values() if t.template_hash in self.old_hashes]
+        changed_at = min((t.seen for t in new), default=None)
+        if changed_at is None or self.old_gone_at is None:
+            return {}
+
+        def longest(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return round(max(known), 2) if known else None
+
+        def since(at: float | None) -> float | None:
+            return round(at - self.upgrade_start, 2) if at is not None else None
+
+        start_to_ready = longest([t.ready - t.seen if t.ready else None for t in new])
+        propagation = longest(list(self.propagation.values()))
+        window = [s for s in self.samples if changed_at <= s.sent <= self.old_gone_at and s.ok]
+        drain = round(max((s.latency for s in window), default=0.0), 3)
+        floor = round(start_to_ready + propagation + drain, 2) if start_to_ready and propagation is not None else None
+        rollout = round(self.old_gone_at - changed_at, 2)
+        return {
+            "deployment_changed_at": since(changed_at),
+            "new_pod_created_to_running": longest([t.running - t.seen if t.running else None for t in new]),
+            "new_pod_running_to_ready": longest([t.ready - t.running if t.ready and t.running else None for t in new]),
+            "last_new_pod_ready_at": since(max((t.ready for t in new if t.ready), default=None)),
+            "first_old_pod_terminating_at": since(min((t.terminating for t in old if t.terminating), default=None)),
+            "old_pod_terminating_to_gone": longest(
+                [t.last_seen - t.terminating + POLL if t.terminating else None for t in old]
+            ),
+            "old_pods_gone_at": since(self.old_gone_at),
+            "command_returned_at": round(self.trigger_seconds, 2),
+            "endpoint_propagation": propagation,
+            "endpoint_propagation_per_pod": {
+                ip: None if seconds is None else round(seconds, 2) for ip, seconds in self.propagation.items()
+            },
+            "longest_request": drain,
+            # the least a rollout can take: a new pod from creation to ready, the old
+            # ones' endpoints gone from every node, the last request drained
+            "floor": floor,
+            "rollout_from_deployment_change": rollout,
+            "rollout_vs_floor": round(rollout / floor, 2) if floor else None,
+        }
 
     def report(self) -> dict[str, object]:
         ok_times = {
@@ -67,8 +117,38 @@ class Rollout:
             "expected_trigger_to_succeed": self.expect_success,
             "window_seconds": round(self.samples[-1].sent - self.samples[0].sent, 2) if self.samples else 0,
             "replicasets": {"old_pod_template_hashes": self.old_hashes, "new_pod_template_hashes": self.new_hashes},
+            "phases": self.phases(),
             "per_second": per_second(self.samples, self.upgrade_start, self.old_message, self.new_message),
         }
+
+
+@dataclass
+class PodTimes:
+    """time.monotonic of what the pod watcher saw of one pod (POLL resolution)."""
+
+    template_hash: str
+    seen: float
+    last_seen: float
+    ip: str = ""
+    running: float | None = None
+    ready: float | None = None
+    terminating: float | None = None
+
+
+def pod_times(snapshots: list[tuple[float, list[PodState]]]) -> dict[str, PodTimes]:
+    times: dict[str, PodTimes] = {}
+    for at, pods in snapshots:
+        for pod in pods:
+            t = times.setdefault(pod.name, PodTimes(pod.template_hash, at, at))
+            t.last_seen = at
+            t.ip = t.ip or pod.ip
+            if pod.running and t.running is None:
+                t.running = at
+            if pod.ready and not pod.terminating and t.ready is None:
+                t.ready = at
+            if pod.terminating and t.terminating is None:
+                t.terminating = at
+    return times
 
 
 def per_second(samples: list[Sample], origin: float, old: str, new: str) -> list[dict[str, object]]:
@@ -98,6 +178,8 @@ def measure(
 ) -> Rollout:
     """Probe `before` s, start the trigger, wait for the old pods to go (or the trigger to fail), probe `after` s."""
     watcher = PodWatcher(kubeconfig, rollout.target).start()
+    kube_proxy = KubeProxyWatcher([n for n in nodes.Lab.from_env().existing_nodes() if nodes.is_running(n)])
+    clock = wall_clock_offset()
     _, pods = watcher.latest
     rollout.old_hashes = sorted({p.template_hash for p in pods})
     prober = Prober(
@@ -139,8 +221,15 @@ def measure(
     finally:
         samples = prober.stop()
         watcher.stop()
+        kube_proxy.stop()
         if process is not None and process.poll() is None:
             process.kill()
+    rollout.pods = pod_times(watcher.snapshots)
+    rollout.propagation = {
+        t.ip: kube_proxy.propagation(t.ip, t.terminating + clock)
+        for t in rollout.pods.values()
+        if t.template_hash in rollout.old_hashes and t.terminating is not None and t.ip
+    }
     rollout.new_hashes = sorted(
         {p.template_hash for _, pods in watcher.snapshots for p in pods} - set(rollout.old_hashes)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lab.bench_report import plot
 from lab.cluster import PROJECT
 from lab.prober import Sample, mark_stale
-from lab.rollout import Rollout
+from lab.rollout import PodTimes, Rollout
 
 
 def sample(sent: float, message: str | None, kind: str = "ok") -> Sample:
@@ -54,3 +54,41 @@ def test_plot_writes_a_png(tmp_path):
     plot([synthetic_rollout().report()], path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+
+
+def test_phases_and_the_floor_from_what_was_watched():
+    """Two new pods created at 3 s, running at 4 s, ready at 5 s; the old ones terminating at
+    5.5 s, gone at 9 s; their endpoints left every node 1.2 and 0.8 s after the deletion."""
+    rollout = synthetic_rollout()
+    start = rollout.upgrade_start
+    rollout.old_hashes, rollout.new_hashes = ["old"], ["new"]
+    rollout.old_gone_at = start + 9.0
+    rollout.pods = {
+        f"new-{i}": PodTimes("new", start + 3.0, start + 30, running=start + 4.0, ready=start + 5.0) for i in (1, 2)
+    } | {
+        f"old-{i}": PodTimes(
+            "old", start - 60, start + 8.75, ip=f"10.0.0.{i}", ready=start - 50, terminating=start + 5.5
+        )
+        for i in (1, 2)
+    }
+    rollout.propagation = {"10.0.0.1": 1.2, "10.0.0.2": 0.8}
+    phases = rollout.report()["phases"]
+    assert phases["deployment_changed_at"] == 3.0
+    assert phases["new_pod_created_to_running"] == 1.0
+    assert phases["new_pod_running_to_ready"] == 1.0
+    assert phases["old_pod_terminating_to_gone"] == 3.5  # last seen 8.75 s + one poll
+    assert phases["endpoint_propagation"] == 1.2
+    assert phases["longest_request"] == 0.002
+    assert phases["floor"] == round(2.0 + 1.2 + 0.002, 2)
+    assert phases["rollout_from_deployment_change"] == 6.0
+    assert phases["rollout_vs_floor"] == round(6.0 / 3.2, 2)
+
+
+def test_a_rollout_with_an_unknown_propagation_has_no_floor():
+    rollout = synthetic_rollout()
+    start = rollout.upgrade_start
+    rollout.old_hashes, rollout.new_hashes = ["old"], ["new"]
+    rollout.pods = {"new-1": PodTimes("new", start + 1, start + 30, running=start + 2, ready=start + 3)}
+    rollout.propagation = {"10.0.0.1": None}  # a node still routed to it at its last snapshot
+    phases = rollout.report()["phases"]
+    assert phases["endpoint_propagation"] is None and phases["floor"] is None and phases["rollout_vs_floor"] is None
