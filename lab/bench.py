@@ -26,18 +26,52 @@ per variant with every request.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from lab.bench_report import plot, print_summary, write_csv
 from lab.cluster import CONTROL, KUBECONFIG, PROJECT, PodWatcher, get_message, worker_address
 from lab.outage import measure_worker_outage, print_outage
 from lab.paths import REPO, REPORTS
-from lab.rollout import Rollout, deploy_argv, deploy_playbook, helm_control_argv, measure
+from lab.playbook import play_recap
+from lab.rollout import Rollout, deploy_argv, deploy_env, deploy_playbook, helm_control_argv, measure
 from lab.run import StepFailed, log, run, step
 from lab.tools import tool_env
+
+# The project before the rollout-speed work (maxSurge 1, minReadySeconds 5,
+# readiness every 2 s, every wait of the role on every run): what
+# `make bench-rollout` compares the working tree with, in the same run.
+BASELINE_REF = "fb930702dfdc4062c179a7db0da914e2980852a3"
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """A detached worktree of ref (its deploy.yml, roles and chart), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    run(["git", "-C", REPO, "worktree", "add", "--detach", "--force", path, ref], capture=True)
+    try:
+        yield path
+    finally:
+        run(["git", "-C", REPO, "worktree", "remove", "--force", path], check=False, capture=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def time_unchanged(message: str, tree: Path) -> dict[str, object]:
+    """deploy.yml of tree with the message the app serves already: seconds, changed tasks."""
+    started = time.monotonic()
+    result = run(deploy_argv(message, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
+    recap = play_recap(result.stdout).get("localhost", {})
+    return {
+        "seconds": round(time.monotonic() - started, 2),
+        "changed": recap.get("changed"),
+        "exit_code": result.returncode,
+    }
 
 
 def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
@@ -63,14 +97,29 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
         if current is None:
             raise StepFailed(f"http://{host}:{PROJECT.node_port}/version does not answer after deploy.yml")
 
-    for mode in options.modes:
-        new = f"hola {mode} {stamp}"
-        with step(f"project/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
-            rollout = Rollout(f"project/{mode}", PROJECT, mode, current, new, expect_success=True)
-            results.append(measure(rollout, lambda new=new: deploy_playbook(new), **measure_options))  # type: ignore[misc]
-            if rollout.trigger_rc != 0:
-                raise StepFailed(f"deploy.yml failed:\n{rollout.trigger_output[-3000:]}")
-            current = new
+    unchanged: dict[str, dict[str, object]] = {}
+    with contextlib.ExitStack() as checkouts:
+        configurations: list[tuple[str, Path, list[str]]] = []
+        if options.baseline and options.baseline_modes:
+            baseline = checkouts.enter_context(checkout(options.baseline))
+            configurations.append(("baseline", baseline, options.baseline_modes))
+        configurations.append(("project", REPO, options.modes))
+        for name, tree, modes in configurations:
+            if not modes:
+                continue
+            with step(f"{name}: settle on its configuration (an unmeasured deploy.yml with the same message)"):
+                run(deploy_argv(current, tree=tree), env=deploy_env(tree), cwd=tree, capture=True)
+            for mode in modes:
+                new = f"hola {name} {mode} {stamp}"
+                with step(f"{name}/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
+                    rollout = Rollout(f"{name}/{mode}", PROJECT, mode, current, new, expect_success=True)
+                    trigger = lambda new=new, tree=tree: deploy_playbook(new, tree=tree)  # noqa: E731
+                    results.append(measure(rollout, trigger, **measure_options))
+                    if rollout.trigger_rc != 0:
+                        raise StepFailed(f"deploy.yml failed:\n{rollout.trigger_output[-3000:]}")
+                    current = new
+            with step(f"{name}: deploy.yml with the message it serves already"):
+                unchanged[name] = time_unchanged(current, tree)
 
     if options.control:
         old, new = f"seed before {stamp}", f"seed after {stamp}"
@@ -131,6 +180,8 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 "timeout_s": 2.0,
                 "host": f"{host} (NodePort on a worker)",
                 "variants": {r["variant"]: r for r in reports},
+                "deploy_with_the_same_message": unchanged,
+                "baseline": options.baseline or None,
             }
         )
         plot(reports, REPORTS / "rollout.png")
@@ -139,6 +190,8 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if outage:
         print_outage(outage)
+    for name, figures in unchanged.items():
+        print(f"deploy.yml with the same message, {name}: {figures['seconds']} s, changed={figures['changed']}")
     return reports
 
 
@@ -152,6 +205,17 @@ def parser() -> argparse.ArgumentParser:
         type=lambda s: [m for m in s.split(",") if m],
         default=["new", "keepalive"],
         help="project variants (empty: none)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=BASELINE_REF,
+        help="git ref whose deploy.yml, roles and chart are measured first, for comparison (empty: none)",
+    )
+    p.add_argument(
+        "--baseline-modes",
+        type=lambda s: [m for m in s.split(",") if m],
+        default=["new", "keepalive"],
+        help="baseline variants (empty: none)",
     )
     p.add_argument("--control-modes", type=lambda s: s.split(","), default=["new"], help="control variants")
     p.add_argument("--no-control", dest="control", action="store_false", help="skip the negative control")

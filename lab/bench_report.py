@@ -80,14 +80,25 @@ def print_summary(reports: list[dict[str, object]]) -> None:
             f"{rollout:>9} {r['mixed_message_seconds']:>7.1f}  {kinds}"
         )
     print_phases(reports)
-    project = [r for r in reports if r["target"] == "project" and r["expected_trigger_to_succeed"]]
-    control = [r for r in reports if r["target"] == "control"]
-    if project and control:
-        p_req, p_err = sum(r["requests"] for r in project), sum(r["errors"] for r in project)  # type: ignore[misc]
-        c_req, c_err = sum(r["requests"] for r in control), sum(r["errors"] for r in control)  # type: ignore[misc]
+    by_configuration: dict[str, list[dict[str, object]]] = {}
+    for r in reports:
+        if r["expected_trigger_to_succeed"]:
+            by_configuration.setdefault(str(r["variant"]).split("/")[0], []).append(r)
+    ratios = []
+    for name, rolled in by_configuration.items():
+        requests, errors = sum(r["requests"] for r in rolled), sum(r["errors"] for r in rolled)  # type: ignore[misc]
+        ratios.append(f"{name} {errors}/{requests} = {errors / requests:.5f}")
+    if ratios:
+        print("error ratio: " + ", ".join(ratios))
+    times = {
+        name: [r["rollout_seconds"] for r in rolled if r["rollout_seconds"] is not None]
+        for name, rolled in by_configuration.items()
+    }
+    if times.get("project") and times.get("baseline"):
+        project, baseline = (sum(times[n]) / len(times[n]) for n in ("project", "baseline"))
         print(
-            f"error ratio: project {p_err}/{p_req} = {p_err / p_req:.5f}, "
-            f"control (seed configuration) {c_err}/{c_req} = {c_err / c_req:.5f}"
+            f"rollout, mean of the variants: project {project:.1f} s, baseline {baseline:.1f} s,"
+            f" ratio {project / baseline:.2f}"
         )
 
 

@@ -245,19 +245,26 @@ def measure(
 MESSAGES = Path(tempfile.gettempdir()) / "kubeadm-helm-rollout-messages"
 
 
-def deploy_argv(message: str, *extra: str) -> list[str]:
-    """ansible-playbook deploy.yml on the lab inventory, the message read from a file byte for byte."""
+def deploy_argv(message: str, *extra: str, tree: Path = REPO) -> list[str]:
+    """ansible-playbook deploy.yml of tree (a checkout of this project) on the lab inventory,
+    the message read from a file byte for byte."""
     MESSAGES.mkdir(exist_ok=True)
     path = MESSAGES / f"{abs(hash(message))}.txt"
     path.write_text(message, encoding="utf-8")
-    return ["ansible-playbook", "-i", str(INVENTORY), "deploy.yml", "-e", f"app_message_file={path}", *extra]
+    playbook = str(tree / "deploy.yml")
+    return ["ansible-playbook", "-i", str(INVENTORY), playbook, "-e", f"app_message_file={path}", *extra]
 
 
-def deploy_playbook(message: str, *extra: str) -> subprocess.Popen[str]:
+def deploy_env(tree: Path = REPO) -> dict[str, str]:
+    """The tools, and the roles of tree (ansible.cfg's roles_path names this checkout's)."""
+    return tool_env(ANSIBLE_ROLES_PATH=str(tree / "roles"))
+
+
+def deploy_playbook(message: str, *extra: str, tree: Path = REPO) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        deploy_argv(message, *extra),
-        cwd=REPO,
-        env=tool_env(),
+        deploy_argv(message, *extra, tree=tree),
+        cwd=tree,
+        env=deploy_env(tree),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

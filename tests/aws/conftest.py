@@ -22,7 +22,8 @@ import boto3
 import pytest
 
 from lab.paths import REPO
-from tests.conftest import VENV_BIN, free_port, play_recap, run_tool
+from lab.playbook import play_recap
+from tests.conftest import VENV_BIN, free_port, run_tool
 
 REGION = "us-east-1"
 # Canonical-looking AMIs moto serves (MOTO_AMIS_PATH): one right answer and decoys.

@@ -23,7 +23,8 @@ from kubernetes import client
 from kubernetes.stream import stream
 
 from lab.paths import REPO
-from tests.conftest import VENV_BIN, play_recap, run_tool
+from lab.playbook import play_recap
+from tests.conftest import VENV_BIN, run_tool
 from tests.node.lab_inventory import Inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.cluster

@@ -20,8 +20,9 @@ from kubernetes import client, config
 from lab.cluster import INVENTORY, KUBECONFIG, worker_address
 from lab.nodes import Lab, ssh_argv
 from lab.paths import BIN
+from lab.playbook import play_recap
 from lab.prober import Prober, summarize
-from tests.conftest import LabCluster, play_recap, run_tool
+from tests.conftest import LabCluster, run_tool
 from tests.node.lab_inventory import lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
@@ -157,7 +158,7 @@ def test_the_same_message_again_changes_and_rolls_nothing(worker, apis):
     print(f"deploy.yml, same message: {time.monotonic() - started:.1f}s, {counts}")
     assert counts["changed"] == 0, result.stdout[-3000:]
     assert rollout_state(apis) == before
-    assert "(same: nothing rolled)" in result.stdout
+    assert "unchanged" in result.stdout and "nothing rolled" in result.stdout
 
 
 def test_a_new_message_rolls_a_new_replicaset(worker, apis):

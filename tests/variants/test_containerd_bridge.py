@@ -20,8 +20,9 @@ from kubernetes import client, config
 
 from lab.cluster import KUBECONFIG
 from lab.paths import REPO
+from lab.playbook import play_recap
 from tests.cluster.test_cluster import assert_pods_reach_each_other, exec_python, start_app_pod, wait_ready
-from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, play_recap, run_tool
+from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
 from tests.node.lab_inventory import Inventory, lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
