@@ -273,7 +273,15 @@ def crio_package() -> DebPackage:
             ),
             "var/lib/crio/.crio-keep": (None, 0o644, ""),
         },
-        depends=("conmon (>= 2.1.6)", "runc (>= 1.1.5)", "iptables", "kubernetes-cni | containernetworking-plugins"),
+        # crio links libseccomp dynamically (cgo); upstream's bundle is static
+        depends=(
+            "libc6 (>= 2.34)",
+            "libseccomp2 (>= 2.5.0)",
+            "conmon (>= 2.1.6)",
+            "runc (>= 1.1.5)",
+            "iptables",
+            "kubernetes-cni | containernetworking-plugins",
+        ),
         conffiles=(
             "/etc/crio/crio.conf",
             "/etc/crio/crio.conf.d/10-crio.conf",

@@ -72,6 +72,16 @@ def test_runtime_tools_report_their_pinned_versions(built_mirror: None) -> None:
         assert f"plugin {builds.CNI_PLUGINS_VERSION}" in version.stdout + version.stderr, plugin
 
 
+def test_crio_reports_the_pinned_version_and_build(built_mirror: None) -> None:
+    version = run([binary(builds.CRIO, "crio"), "--version"]).stdout
+    assert f"Version:        {builds.CRIO_VERSION.lstrip('v')}" in version
+    assert f"BuildDate:      {builds.CRIO_BUILD_DATE}" in version
+    assert "SeccompEnabled:   true" in version
+    assert "gpgme" not in version  # the tags were given, not detected
+    # pinns: static, as its Makefile builds it
+    assert "statically linked" in run(["file", binary(builds.CRIO, "pinns")]).stdout
+
+
 def test_kubeadm_pulls_exactly_the_images_the_registry_holds(built_mirror: None) -> None:
     listed = run(
         [
@@ -94,7 +104,9 @@ def test_kubeadm_pulls_exactly_the_images_the_registry_holds(built_mirror: None)
 
 
 def deb(name: str) -> Path:
-    matches = sorted((mirror_apt.CORE_REPO / "amd64").glob(f"{name}_*_amd64.deb"))
+    """The package in the repository that serves it: pkgs.k8s.io's layout, or CRI-O's."""
+    repositories = (mirror_apt.CORE_REPO, mirror_apt.APT_ROOT / mirror_apt.CRIO_REPO_PATH)
+    matches = sorted(match for repo in repositories for match in (repo / "amd64").glob(f"{name}_*_amd64.deb"))
     assert len(matches) == 1, matches
     return matches[0]
 
@@ -126,6 +138,16 @@ def test_packages_carry_upstream_names_versions_and_dependencies(built_mirror: N
         "kubernetes-cni",
     }
     assert "cri-tools (>= 1.28.0)" in deb_field("kubeadm", "Depends")
+    # CRI-O from its own repository, with Debian's conmon and runc
+    assert deb_field("cri-o", "Version") == builds.CRIO_VERSION.lstrip("v") + "-1.1"
+    assert deb_field("cri-o", "Depends").split(", ") == [
+        "libc6 (>= 2.34)",
+        "libseccomp2 (>= 2.5.0)",
+        "conmon (>= 2.1.6)",
+        "runc (>= 1.1.5)",
+        "iptables",
+        "kubernetes-cni | containernetworking-plugins",
+    ]
 
 
 def test_packages_install_the_units_and_binaries_where_upstream_does(built_mirror: None) -> None:
@@ -135,6 +157,17 @@ def test_packages_install_the_units_and_binaries_where_upstream_does(built_mirro
     assert {"/usr/bin/kubeadm", "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"} <= deb_files("kubeadm")
     assert "/usr/bin/crictl" in deb_files("cri-tools")
     assert {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")} <= deb_files("kubernetes-cni")
+    assert {
+        "/usr/bin/crio",
+        "/usr/bin/pinns",
+        "/usr/lib/systemd/system/crio.service",
+        "/etc/crio/crio.conf",
+        "/etc/crio/crio.conf.d/10-crio.conf",
+        "/etc/containers/policy.json",
+        "/etc/containers/registries.conf",
+        "/etc/crictl.yaml",
+        "/etc/cni/net.d/11-crio-ipv4-bridge.conflist",
+    } <= deb_files("cri-o")
     with_scripts = Path(run(["mktemp", "-d"]).stdout.strip())
     try:
         run(["dpkg-deb", "--control", deb("kubelet"), with_scripts])
@@ -150,8 +183,12 @@ def test_packages_install_the_units_and_binaries_where_upstream_does(built_mirro
 
 @pytest.mark.parametrize(
     "release_dir",
-    [mirror_apt.CORE_REPO, mirror_apt.DEBIAN_REPO / "dists" / mirror_apt.DEBIAN_SUITE],
-    ids=["core", "debian"],
+    [
+        mirror_apt.CORE_REPO,
+        mirror_apt.APT_ROOT / mirror_apt.CRIO_REPO_PATH,
+        mirror_apt.DEBIAN_REPO / "dists" / mirror_apt.DEBIAN_SUITE,
+    ],
+    ids=["core", "cri-o", "debian"],
 )
 def test_release_files_verify_against_the_published_key(built_mirror: None, release_dir: Path, tmp_path: Path) -> None:
     # The keyring is made from the Release.key published next to the core repo, as a user would.
@@ -205,7 +242,9 @@ def test_apt_installs_kubeadm_and_containerd_from_the_mirror_alone(apt_on_loopba
     assert needed <= fetched
 
 
-def test_the_packages_install_and_enable_the_kubelet_in_a_bookworm_root(apt_on_loopback: str, tmp_path: Path) -> None:
+def test_the_packages_install_and_enable_the_kubelet_and_crio_in_a_bookworm_root(
+    apt_on_loopback: str, tmp_path: Path
+) -> None:
     """A real install (dpkg runs the maintainer scripts) into a copy of a minbase root."""
     root = tmp_path / "root"
     run(["cp", "-a", "--reflink=auto", debootstrap("apt-resolver", mirror_apt.RESOLVER_ROOT_PACKAGES), root])
@@ -216,11 +255,12 @@ def test_the_packages_install_and_enable_the_kubelet_in_a_bookworm_root(apt_on_l
         (root / "etc/apt/sources.list").write_text(
             f"deb {signed_by} {apt_on_loopback}/debian bookworm main\n"
             f"deb {signed_by} {apt_on_loopback}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+            f"deb {signed_by} {apt_on_loopback}/{mirror_apt.CRIO_REPO_PATH}/ /\n"
         )
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
         update = run(["chroot", root, "apt-get", "-q", "update"], check=False, env=env)
         assert update.returncode == 0 and "W:" not in update.stderr, update.stdout + update.stderr
-        packages = [f"kubeadm={DEB_VERSION}", f"kubelet={DEB_VERSION}", f"kubectl={DEB_VERSION}", "containerd"]
+        packages = [f"kubeadm={DEB_VERSION}", f"kubelet={DEB_VERSION}", f"kubectl={DEB_VERSION}", "containerd", "cri-o"]
         install = run(["chroot", root, "apt-get", "-q", "-y", "install", *packages], check=False, env=env)
         assert install.returncode == 0, install.stdout + install.stderr
         assert run(["chroot", root, "kubeadm", "version", "-o", "short"], env=env).stdout.strip() == K8S
@@ -230,6 +270,14 @@ def test_the_packages_install_and_enable_the_kubelet_in_a_bookworm_root(apt_on_l
         dropin = (root / "usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf").read_text()
         assert "EnvironmentFile=-/etc/default/kubelet" in dropin
         assert "EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env" in dropin
+        # run as installed (crio reads /proc/self/cmdline, which a bare chroot lacks)
+        crio = run([root / "usr/bin/crio", "--version"], env=env).stdout
+        assert f"Version:        {builds.CRIO_VERSION.lstrip('v')}" in crio
+        assert (root / "etc/systemd/system/multi-user.target.wants/crio.service").is_symlink()
+        assert "ExecStart=/usr/bin/crio" in (root / "usr/lib/systemd/system/crio.service").read_text()
+        # the package's runtime drop-in names Debian's runc and conmon, which apt installed
+        assert (root / "usr/sbin/runc").is_file() and (root / "usr/bin/conmon").is_file()
+        assert 'runtime_path = "/usr/sbin/runc"' in (root / "etc/crio/crio.conf.d/10-crio.conf").read_text()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
