@@ -111,7 +111,12 @@ def test_the_kustomization_points_every_calico_image_at_the_registry(calico_mirr
     rendered = (
         jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)
         .from_string(template)
-        .render(cluster_image_registry=registry, cluster_pod_cidr="10.244.0.0/16", master_calico_version=VERSION)
+        .render(
+            cluster_image_registry=registry,
+            cluster_pod_cidr="10.244.0.0/16",
+            cluster_calico_encapsulation="vxlan",
+            master_calico_version=VERSION,
+        )
     )
     renames = {entry["name"]: entry["newName"] for entry in yaml.safe_load(rendered)["images"]}
     pulled = set()
