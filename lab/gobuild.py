@@ -96,8 +96,9 @@ def default_binary_name(package: str) -> str:
 def go_env(**extra: str) -> dict[str, str]:
     """The environment every go command of the lab runs with (caches in the lab cache)."""
     env = dict(os.environ, GOMODCACHE=str(GO_MODULE_CACHE), GOCACHE=str(GO_BUILD_CACHE))
-    # nothing in HOME either: GOPATH (the checksum database's cache) in the lab cache, no telemetry
-    env.update(GOPATH=str(GO_CACHE / "gopath"), GOTELEMETRY="off")
+    # nothing in HOME either: GOPATH (the checksum database's cache) and Go's
+    # configuration (telemetry counters) in the lab cache
+    env.update(GOPATH=str(GO_CACHE / "gopath"), XDG_CONFIG_HOME=str(GO_CACHE / "config"))
     # writable module files, so `make lab-clean` can remove the cache
     env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -modcacherw").strip()
     env.update(extra)
