@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,13 @@ def app_image(inventory: Inventory) -> str:
     """The app image in the cluster's registry (python and gunicorn inside: a handy test pod)."""
     registry = setting(inventory, inventory.master, "cluster_image_registry")
     return f"{registry}/{APP_IMAGE_NAME}" if registry else APP_IMAGE_NAME
+
+
+@pytest.fixture(scope="module")
+def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test module's own, removed with everything in it afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    name = f"{module}-e2e-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)

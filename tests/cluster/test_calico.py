@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import testinfra
@@ -30,14 +28,6 @@ def calico(inventory: Inventory) -> None:
 @pytest.fixture(scope="module")
 def master(inventory: Inventory):
     return testinfra.get_host(ssh_host_url(inventory.master))
-
-
-@pytest.fixture(scope="module")
-def namespace(core: client.CoreV1Api) -> Iterator[str]:
-    name = f"calico-e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
 
 
 @pytest.fixture(scope="module")

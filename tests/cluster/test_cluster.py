@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import testinfra
@@ -133,14 +132,6 @@ def test_every_inventory_node_is_ready(core: client.CoreV1Api, inventory: Invent
 
 
 # ---------------------------------------------------------------- pods on the workers
-
-
-@pytest.fixture(scope="module")
-def namespace(core: client.CoreV1Api) -> Iterator[str]:
-    name = f"cluster-e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
 
 
 def start_app_pod(core: client.CoreV1Api, namespace: str, node: str, image: str) -> str:
