@@ -27,7 +27,7 @@ from tests.cluster.test_cluster import (
     wait_ready,
 )
 from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
-from tests.node.lab_inventory import lab_inventory, setting, ssh_host_url
+from tests.node.lab_inventory import lab_inventory, reload_lab_inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.cluster
 
@@ -47,8 +47,7 @@ def test_new_worker_joins_and_the_others_only_learn_its_route(
     assert len(before.nodes) < TARGET, f"the lab has {len(before.nodes)} nodes already"
     grown = run_tool([VENV_BIN / "python", "-m", "lab", "up", "--nodes", str(TARGET)], check=False)
     assert grown.returncode == 0, grown.stdout + grown.stderr
-    lab_inventory.cache_clear()
-    after = lab_inventory()
+    after = reload_lab_inventory()
     new_nodes = sorted(set(after.nodes) - set(before.nodes))
     assert new_nodes, "lab up added no node"
     assert not {n.metadata.name for n in core.list_node().items} & set(new_nodes)

@@ -50,6 +50,17 @@ def lab_inventory() -> Inventory:
     return Inventory(LAB_INVENTORY, groups, data["_meta"]["hostvars"])
 
 
+def reload_lab_inventory() -> Inventory:
+    """After `lab up` changed the nodes: forget this module's and testinfra's parsed inventory."""
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    lab_inventory.cache_clear()
+    # testinfra keeps one parsed inventory per path for the whole session; a node added
+    # since then would be reached by its bare name, which nothing resolves
+    AnsibleRunner._runners.clear()
+    return lab_inventory()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _ansible_tools_on_path() -> Iterator[None]:
     """testinfra's ansible backend runs ansible-inventory from PATH: the pinned one, as make gives it."""

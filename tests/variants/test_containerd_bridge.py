@@ -23,7 +23,7 @@ from lab.paths import REPO
 from lab.playbook import play_recap
 from tests.cluster.test_cluster import assert_pods_reach_each_other, exec_python, start_app_pod, wait_ready
 from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
-from tests.node.lab_inventory import Inventory, lab_inventory, setting
+from tests.node.lab_inventory import Inventory, lab_inventory, reload_lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
 
@@ -49,8 +49,7 @@ def variant_cluster(lab_cluster: LabCluster) -> Iterator[tuple[Inventory, client
         pytest.skip("LAB_REUSE=1 keeps your lab as it is; this variant needs fresh nodes")
     lab("down")
     lab("up", "--nodes", str(LAB_NODES))
-    lab_inventory.cache_clear()
-    inventory = lab_inventory()
+    inventory = reload_lab_inventory()
     seconds, _, _ = converge(inventory.path)
     print(f"\ncontainerd + bridge: cluster.yml on fresh nodes in {seconds:.0f}s")
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
