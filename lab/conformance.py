@@ -219,11 +219,12 @@ def ginkgo_argv(
     focus: str,
     skip: str,
     procs: int = 1,
+    timeout: str = SUITE_TIMEOUT,
     dry_run: bool = False,
     verbose: bool = False,
 ) -> list[str]:
     """ginkgo and e2e.test flags as the upstream conformance image passes them (run_e2e.sh)."""
-    argv = [str(ginkgo), f"--focus={focus}", f"--skip={skip}", "--no-color", f"--timeout={SUITE_TIMEOUT}"]
+    argv = [str(ginkgo), f"--focus={focus}", f"--skip={skip}", "--no-color", f"--timeout={timeout}"]
     if procs > 1:
         argv.append(f"--procs={procs}")
     if dry_run:
@@ -276,6 +277,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kubeconfig", type=Path, default=KUBECONFIG, help=f"default {KUBECONFIG}")
     p.add_argument("--procs", type=int, default=1, help="ginkgo parallel processes; >1 also skips [Serial]")
+    p.add_argument(
+        "--timeout",
+        default=SUITE_TIMEOUT,
+        help=f"ginkgo --timeout (default {SUITE_TIMEOUT}): past it the running tests are interrupted and "
+        "the report still written, with what ran",
+    )
     p.add_argument("--dry-run", action="store_true", help="list what the filters select without running it")
     p.add_argument("--verbose", action="store_true", help="ginkgo -v: every test's name and log as it runs")
     p.add_argument("--build-only", action="store_true", help="build e2e.test, ginkgo and the images, run nothing")
@@ -329,6 +336,7 @@ def conformance_command(args: list[str]) -> int:
         focus=options.focus,
         skip=skip,
         procs=options.procs,
+        timeout=options.timeout,
         dry_run=options.dry_run,
         verbose=options.verbose,
     )
