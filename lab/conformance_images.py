@@ -38,10 +38,11 @@ FILES = REPO / "lab" / "test_images"
 # once: minbase plus what any of them runs. agnhost upstream is Alpine with
 # bind-tools, curl, netcat-openbsd, iproute2, iperf and bash (tests exec
 # dig, nslookup, curl, wget, nc and ss in it); jessie-dnsutils is Debian with
-# dnsutils; httpd and nginx are their servers; busybox-static is the busybox
-# image's one binary.
+# dnsutils; httpd and nginx are their servers; busybox-static and bash-static
+# make the busybox image.
 BASE_PACKAGES = [
     "apache2-bin",
+    "bash-static",
     "bind9-dnsutils",
     "busybox-static",
     "ca-certificates",
@@ -86,7 +87,14 @@ IMAGES = [
         f"{builds.AGNHOST_SOURCE_VERSION}: 2.47 only adds `stress`, which no e2e.test test runs), "
         f"CoreDNS {builds.COREDNS_VERSION} at /coredns, Debian base with dig, nslookup, curl, wget, nc, ss",
     ),
-    SuiteImage(PROMOTER, "busybox", "1.36.1-1", "Debian's busybox-static 1.35 on scratch, every applet in /bin"),
+    SuiteImage(
+        PROMOTER,
+        "busybox",
+        "1.36.1-1",
+        "Debian's busybox-static 1.35 on scratch, every applet in /bin; /bin/sh is Debian's bash-static, "
+        "because 1.35's ash drops environment variables whose names are not identifiers (envFrom's `data-1`) "
+        "and upstream's 1.36.1 passes them on",
+    ),
     *(
         SuiteImage(
             PROMOTER,
@@ -192,12 +200,18 @@ def _nginx_containerfile(base: str) -> str:
 
 def _busybox_containerfile() -> str:
     # docker library busybox: one static binary with every applet linked in
-    # /bin, a minimal /etc/passwd and /etc/group, nothing else.
+    # /bin, a minimal /etc/passwd and /etc/group, nothing else. /bin/sh is a
+    # static bash: Debian's busybox 1.35 ash drops environment variables
+    # named like `data-1` before running a command, upstream's 1.36.1 keeps
+    # them, and the Secret and ConfigMap envFrom tests print them with
+    # `sh -c env`.
     return (
         "FROM scratch\n"
         "COPY busybox /bin/busybox\n"
         "COPY passwd group /etc/\n"
         'RUN ["/bin/busybox", "--install", "/bin"]\n'
+        'RUN ["/bin/busybox", "rm", "/bin/sh"]\n'
+        "COPY sh /bin/sh\n"
         'RUN ["/bin/mkdir", "-p", "-m", "1777", "/tmp"]\n'
         'RUN ["/bin/mkdir", "-p", "-m", "700", "/root"]\n'
         'RUN ["/bin/mkdir", "-p", "/home", "/var/spool/mail", "/var/www", "/usr/sbin", "/usr/bin"]\n'
@@ -227,6 +241,7 @@ def image_specs() -> dict[str, ImageSpec]:
             "1.36.1-1",
             {
                 "busybox": root / "bin" / "busybox",
+                "sh": root / "bin" / "bash-static",
                 "passwd": FILES / "busybox" / "passwd",
                 "group": FILES / "busybox" / "group",
             },

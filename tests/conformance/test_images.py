@@ -182,6 +182,9 @@ def test_busybox_has_the_applets_and_options_tests_use(registry: str) -> None:
     # the Job tests' scripts: ash's [[ ]], $RANDOM and arithmetic
     script = "if [[ -r /etc/passwd ]] ; then echo readable ; fi ; test $RANDOM -ge 0 && echo $(( 32767 / 16384 ))"
     assert podman_run(registry, "busybox:1.36.1-1", "/bin/sh", "-c", script).split() == ["readable", "1"]
+    # envFrom gives names like data-1; the Secret and ConfigMap tests print them with `sh -c env`
+    output = podman_run(registry, "busybox:1.36.1-1", "sh", "-c", "env", options=("--env", "data-1=value-1"))
+    assert "data-1=value-1" in output.splitlines(), output
 
 
 def test_jessie_dnsutils_has_dig_and_getent(registry: str) -> None:
