@@ -50,14 +50,18 @@ def lab_inventory() -> Inventory:
     return Inventory(LAB_INVENTORY, groups, data["_meta"]["hostvars"])
 
 
-def reload_lab_inventory() -> Inventory:
-    """After `lab up` changed the nodes: forget this module's and testinfra's parsed inventory."""
+def forget_lab_inventory() -> None:
+    """After `lab up` or `lab down` changed the nodes: forget this module's and testinfra's parsed inventory."""
     from testinfra.utils.ansible_runner import AnsibleRunner
 
     lab_inventory.cache_clear()
     # testinfra keeps one parsed inventory per path for the whole session; a node added
     # since then would be reached by its bare name, which nothing resolves
     AnsibleRunner._runners.clear()
+
+
+def reload_lab_inventory() -> Inventory:
+    forget_lab_inventory()
     return lab_inventory()
 
 

@@ -23,7 +23,7 @@ from lab.paths import REPO
 from lab.playbook import play_recap
 from tests.cluster.test_cluster import assert_pods_reach_each_other, exec_python, start_app_pod, wait_ready
 from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
-from tests.node.lab_inventory import Inventory, lab_inventory, reload_lab_inventory, setting
+from tests.node.lab_inventory import Inventory, forget_lab_inventory, reload_lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
 
@@ -55,7 +55,7 @@ def variant_cluster(lab_cluster: LabCluster) -> Iterator[tuple[Inventory, client
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
     yield inventory, core
     lab("down")
-    lab_inventory.cache_clear()
+    forget_lab_inventory()
 
 
 def test_nodes_are_ready_on_containerd(variant_cluster):
