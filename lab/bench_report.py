@@ -110,6 +110,8 @@ PHASES = (
     ("last_new_pod_ready_at", "last new pod ready at"),
     ("first_old_pod_terminating_at", "first old pod terminating at"),
     ("old_pod_terminating_to_gone", "old pod terminating -> gone (preStop, drain, cleanup)"),
+    ("old_pod_terminating_to_exited", "  of it: terminating -> container exited (preStop, drain)"),
+    ("old_pod_exited_to_gone", "  of it: container exited -> gone (kubelet teardown)"),
     ("old_pods_gone_at", "old pods gone at"),
     ("command_returned_at", "the command returned at"),
     ("endpoint_propagation", "endpoint propagation (deletion -> no node routes to it)"),

@@ -71,6 +71,8 @@ class PodState:
     ip: str = ""
     # every container of the pod runs (its process started)
     running: bool = False
+    # every container of the pod has exited (what is left is the kubelet's teardown)
+    exited: bool = False
 
 
 class PodWatcher:
@@ -101,6 +103,8 @@ class PodWatcher:
                     pod.status.pod_ip or "",
                     bool(pod.status.container_statuses)
                     and all(c.state.running is not None for c in pod.status.container_statuses),
+                    bool(pod.status.container_statuses)
+                    and all(c.state.terminated is not None for c in pod.status.container_statuses),
                 )
             )
         return states

@@ -77,6 +77,12 @@ class Rollout:
             "old_pod_terminating_to_gone": longest(
                 [t.last_seen - t.terminating + POLL if t.terminating else None for t in old]
             ),
+            # preStop sleep, then gunicorn's drain and exit
+            "old_pod_terminating_to_exited": longest(
+                [t.exited - t.terminating if t.terminating and t.exited else None for t in old]
+            ),
+            # the kubelet's teardown: sandbox and its network, volumes, status, deletion
+            "old_pod_exited_to_gone": longest([t.last_seen - t.exited + POLL if t.exited else None for t in old]),
             "old_pods_gone_at": since(self.old_gone_at),
             "command_returned_at": round(self.trigger_seconds, 2),
             "endpoint_propagation": propagation,
@@ -133,6 +139,7 @@ class PodTimes:
     running: float | None = None
     ready: float | None = None
     terminating: float | None = None
+    exited: float | None = None
 
 
 def pod_times(snapshots: list[tuple[float, list[PodState]]]) -> dict[str, PodTimes]:
@@ -148,6 +155,8 @@ def pod_times(snapshots: list[tuple[float, list[PodState]]]) -> dict[str, PodTim
                 t.ready = at
             if pod.terminating and t.terminating is None:
                 t.terminating = at
+            if pod.exited and t.exited is None:
+                t.exited = at
     return times
 
 

@@ -58,7 +58,8 @@ def test_plot_writes_a_png(tmp_path):
 
 def test_phases_and_the_floor_from_what_was_watched():
     """Two new pods created at 3 s, running at 4 s, ready at 5 s; the old ones terminating at
-    5.5 s, gone at 9 s; their endpoints left every node 1.2 and 0.8 s after the deletion."""
+    5.5 s, exited at 7.5 s, gone at 9 s; their endpoints left every node 1.2 and 0.8 s after
+    the deletion."""
     rollout = synthetic_rollout()
     start = rollout.upgrade_start
     rollout.old_hashes, rollout.new_hashes = ["old"], ["new"]
@@ -67,7 +68,13 @@ def test_phases_and_the_floor_from_what_was_watched():
         f"new-{i}": PodTimes("new", start + 3.0, start + 30, running=start + 4.0, ready=start + 5.0) for i in (1, 2)
     } | {
         f"old-{i}": PodTimes(
-            "old", start - 60, start + 8.75, ip=f"10.0.0.{i}", ready=start - 50, terminating=start + 5.5
+            "old",
+            start - 60,
+            start + 8.75,
+            ip=f"10.0.0.{i}",
+            ready=start - 50,
+            terminating=start + 5.5,
+            exited=start + 7.5,
         )
         for i in (1, 2)
     }
@@ -77,6 +84,8 @@ def test_phases_and_the_floor_from_what_was_watched():
     assert phases["new_pod_created_to_running"] == 1.0
     assert phases["new_pod_running_to_ready"] == 1.0
     assert phases["old_pod_terminating_to_gone"] == 3.5  # last seen 8.75 s + one poll
+    assert phases["old_pod_terminating_to_exited"] == 2.0
+    assert phases["old_pod_exited_to_gone"] == 1.5
     assert phases["endpoint_propagation"] == 1.2
     assert phases["longest_request"] == 0.002
     assert phases["floor"] == round(2.0 + 1.2 + 0.002, 2)
