@@ -71,7 +71,7 @@ class PodState:
     ip: str = ""
     # every container of the pod runs (its process started)
     running: bool = False
-    # every container of the pod has exited (what is left is the kubelet's teardown)
+    # every container of the pod has exited, as the kubelet reports it (after the sandbox stopped)
     exited: bool = False
 
 

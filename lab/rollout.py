@@ -77,11 +77,12 @@ class Rollout:
             "old_pod_terminating_to_gone": longest(
                 [t.last_seen - t.terminating + POLL if t.terminating else None for t in old]
             ),
-            # preStop sleep, then gunicorn's drain and exit
+            # preStop sleep, gunicorn's drain and exit, the sandbox stopped: the
+            # kubelet reports the container's exit after it stopped the sandbox
             "old_pod_terminating_to_exited": longest(
                 [t.exited - t.terminating if t.terminating and t.exited else None for t in old]
             ),
-            # the kubelet's teardown: sandbox and its network, volumes, status, deletion
+            # the rest of the kubelet's teardown: volumes, the pod's deletion
             "old_pod_exited_to_gone": longest([t.last_seen - t.exited + POLL if t.exited else None for t in old]),
             "old_pods_gone_at": since(self.old_gone_at),
             "command_returned_at": round(self.trigger_seconds, 2),
