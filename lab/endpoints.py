@@ -17,7 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from lab import nodes
+from lab.node_ssh import ssh_argv
+from lab.topology import Node
 
 SNAPSHOT_MARK = "@@lab-snapshot"
 # print the time, then the NAT table, about five times a second (each costs ~15 ms of CPU)
@@ -53,11 +54,11 @@ class NodeRules:
 class KubeProxyWatcher:
     """Streams every node's NAT table while a rollout runs."""
 
-    def __init__(self, lab_nodes: list[nodes.Node]) -> None:
+    def __init__(self, lab_nodes: list[Node]) -> None:
         self.rules = {node.name: NodeRules(node.name) for node in lab_nodes}
         self._processes = {
             node.name: subprocess.Popen(
-                nodes.ssh_argv(node, "sudo", "sh", "-c", f"'{WATCH_SCRIPT}'"),
+                ssh_argv(node, "sudo", "sh", "-c", f"'{WATCH_SCRIPT}'"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

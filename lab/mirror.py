@@ -13,7 +13,7 @@ CACHE/mirror/, keyed by version):
 5. the images kubeadm pulls, Calico's and the app image, pushed into a
    docker-registry storage (lab.mirror_images).
 
-Interface used by lab.nodes:
+Interface used by lab.nodes and lab.node_image:
 - is_built() -> bool: everything `make mirror` makes is in the cache;
 - start_services(): serve the apt repository (APT_PORT, a static HTTP server)
   and the registry (REGISTRY_PORT, Debian's docker-registry) on the lab bridge

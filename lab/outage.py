@@ -59,6 +59,8 @@ class WorkerOutage:
 def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before: float, after: float) -> WorkerOutage:
     """Power off a worker running an app pod while probing another; wait until the app is whole; restart it."""
     from lab import nodes
+    from lab.nspawn import stop_node
+    from lab.topology import Lab
 
     watcher = PodWatcher(kubeconfig, PROJECT).start()
     _, pods = watcher.latest
@@ -74,13 +76,13 @@ def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before
     outage = WorkerOutage(
         stopped, probed, len(ready), message, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     )
-    lab = nodes.Lab.from_env()
+    lab = Lab.from_env()
     prober = Prober(addresses[probed], PROJECT.node_port, rate=rate, expected={message}).start()
     try:
         time.sleep(before)
         outage.poweroff_at = time.monotonic()
         # No time for a clean poweroff: everything in the node's cgroups is killed, like a crashed instance.
-        nodes.stop_node(lab.node(stopped), timeout=0)
+        stop_node(lab.node(stopped), timeout=0)
         log(f"{stopped} powered off {time.monotonic() - outage.poweroff_at:.1f}s after the request")
         while time.monotonic() - outage.poweroff_at < OUTAGE_TIMEOUT:
             at, pods = watcher.latest

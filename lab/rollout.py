@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import nodes
 from lab.cluster import CONTROL, INVENTORY, POLL, PodState, PodWatcher, Target
 from lab.endpoints import KubeProxyWatcher, wall_clock_offset
+from lab.nspawn import is_running
 from lab.paths import REPO
 from lab.prober import Prober, Sample, mark_stale, summarize
 from lab.run import StepFailed
 from lab.tools import tool_env
+from lab.topology import Lab
 
 SEED_CHART = REPO / "lab" / "seed_chart"
 ROLLOUT_TIMEOUT = 600.0
@@ -188,7 +189,7 @@ def measure(
 ) -> Rollout:
     """Probe `before` s, start the trigger, wait for the old pods to go (or the trigger to fail), probe `after` s."""
     watcher = PodWatcher(kubeconfig, rollout.target).start()
-    kube_proxy = KubeProxyWatcher([n for n in nodes.Lab.from_env().existing_nodes() if nodes.is_running(n)])
+    kube_proxy = KubeProxyWatcher([n for n in Lab.from_env().existing_nodes() if is_running(n)])
     clock = wall_clock_offset()
     _, pods = watcher.latest
     rollout.old_hashes = sorted({p.template_hash for p in pods})

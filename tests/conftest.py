@@ -97,7 +97,7 @@ def lab_cluster() -> Iterator[LabCluster]:
     join, pod network) is what is proven, and removes them at the end.
     LAB_REUSE=1 tests the lab that is running instead and leaves it running.
     """
-    from lab.nodes import Lab
+    from lab.topology import Lab
 
     reuse = os.environ.get("LAB_REUSE") == "1"
     inventory = Lab.from_env().inventory

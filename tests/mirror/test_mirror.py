@@ -21,8 +21,9 @@ import pytest
 
 from lab import builds, mirror, mirror_apt, mirror_images
 from lab.gobuild import GO_CACHE
-from lab.nodes import Lab, ssh_argv
+from lab.node_ssh import ssh_argv
 from lab.rootfs import debootstrap
+from lab.topology import Lab
 from tests.conftest import LabCluster, free_port, http_on_loopback
 
 pytestmark = pytest.mark.mirror
