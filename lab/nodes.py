@@ -183,12 +183,10 @@ def down() -> Lab:
     return lab
 
 
-def reboot(name: str, timeout: float | None = None) -> None:
+def reboot(name: str, timeout: float = BOOT_TIMEOUT) -> None:
     node = Lab.from_env().node(name)
-    if not is_running(node):
-        raise StepFailed(f"{name} is not running (make lab-up)")
     with step(f"reboot {name}"):
-        reboot_node(node, BOOT_TIMEOUT if timeout is None else timeout)
+        reboot_node(node, timeout)
 
 
 def status() -> list[dict[str, str]]:

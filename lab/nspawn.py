@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lab import labnet
 from lab.node_ssh import ssh_answers, ssh_argv
-from lab.run import log, run
+from lab.run import StepFailed, log, run
 from lab.topology import NODE_INTERFACE, Node
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -248,7 +248,7 @@ def reboot_node(node: Node, timeout: float = BOOT_TIMEOUT) -> None:
     """`systemctl reboot` in the node, then wait until the supervisor booted it again and SSH answers."""
     supervisor = _read_pid(node)
     if supervisor is None:
-        raise ValueError(f"{node.name} is not running (make lab-up)")
+        raise StepFailed(f"{node.name} is not running (make lab-up)")
     before = _nspawn_pid(supervisor)
     subprocess.run(ssh_argv(node, "sudo", "systemctl", "reboot"), capture_output=True, check=False, timeout=30)
     deadline = time.monotonic() + timeout
