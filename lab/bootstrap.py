@@ -35,6 +35,7 @@ APT_PACKAGES = [
     "libseccomp-dev",  # seccomp support in cgo builds
     "rsync",
     "curl",
+    "shellcheck",  # `make lint` checks the lab's shell scripts (the node image's among them)
 ]
 
 
@@ -85,7 +86,7 @@ def ensure_venv() -> None:
 def setup_command(args: list[str]) -> int:
     ensure_apt()
     ensure_venv()
-    from lab.tools import ensure_tools
+    from lab.mirror.tools import ensure_tools
 
     ensure_tools()
     log("setup complete")

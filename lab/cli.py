@@ -12,17 +12,18 @@ from lab.run import StepFailed, log
 # command runs, so `setup` works before the virtualenv exists.
 COMMANDS: dict[str, tuple[str, str]] = {
     "setup": ("lab.bootstrap:setup_command", "install Debian packages, the virtualenv and pinned tools"),
-    "up": ("lab.nodes:up_command", "boot the lab nodes and write inventory/lab/hosts.yml"),
-    "down": ("lab.nodes:down_command", "stop and remove the lab nodes (caches are kept)"),
-    "status": ("lab.nodes:status_command", "show the lab nodes"),
-    "ssh": ("lab.nodes:ssh_command", "open a shell on a lab node"),
-    "reboot": ("lab.nodes:reboot_command", "reboot a lab node"),
-    "clean": ("lab.nodes:clean_command", "remove the lab and every cache"),
-    "mirror": ("lab.mirror:mirror_command", "build the offline package and image mirror"),
-    "image": ("lab.image:image_command", "build the app image with podman"),
-    "bench-rollout": ("lab.bench:bench_rollout_command", "rolling update under load, writes reports/"),
-    "conformance": ("lab.conformance:conformance_command", "Kubernetes' [Conformance] suite on the lab cluster"),
+    "up": ("lab.nodes.commands:up_command", "boot the lab nodes and write inventory/lab/hosts.yml"),
+    "down": ("lab.nodes.commands:down_command", "stop and remove the lab nodes (caches are kept)"),
+    "status": ("lab.nodes.commands:status_command", "show the lab nodes"),
+    "ssh": ("lab.nodes.commands:ssh_command", "open a shell on a lab node"),
+    "reboot": ("lab.nodes.commands:reboot_command", "reboot a lab node"),
+    "clean": ("lab.nodes.commands:clean_command", "remove the lab and every cache"),
+    "mirror": ("lab.mirror.commands:mirror_command", "build the offline package and image mirror"),
+    "image": ("lab.mirror.app_image:image_command", "build the app image with podman"),
+    "bench-rollout": ("lab.bench.commands:bench_rollout_command", "rolling update under load, writes reports/"),
+    "conformance": ("lab.conformance.runner:conformance_command", "Kubernetes' [Conformance] suite on the lab cluster"),
     "demo": ("lab.demo:demo_command", "the whole mission on the local lab"),
+    "report": ("lab.report:report_command", "render reports/*.json into docs/measured.md"),
 }
 
 

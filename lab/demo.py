@@ -15,10 +15,11 @@ import time
 
 from kubernetes import client, config
 
-from lab import mirror, nodes
+from lab.bench.rollout import Rollout, deploy_playbook, measure
 from lab.cluster import INVENTORY, KUBECONFIG, PROJECT, get_message, worker_address
+from lab.mirror import commands as mirror
+from lab.nodes import commands as nodes
 from lab.paths import REPO
-from lab.rollout import Rollout, deploy_playbook, measure
 from lab.run import StepFailed, log, run, step
 
 

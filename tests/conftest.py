@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.mirror.tools import tool_env
 from lab.paths import CACHE, REPO
-from lab.tools import tool_env
 
 VENV_BIN = REPO / ".venv" / "bin"
 
@@ -97,7 +97,7 @@ def lab_cluster() -> Iterator[LabCluster]:
     join, pod network) is what is proven, and removes them at the end.
     LAB_REUSE=1 tests the lab that is running instead and leaves it running.
     """
-    from lab.topology import Lab
+    from lab.nodes.topology import Lab
 
     reuse = os.environ.get("LAB_REUSE") == "1"
     inventory = Lab.from_env().inventory

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lab.endpoints import KubeProxyWatcher, NodeRules, routed_pod_ips
+from lab.bench.endpoints import KubeProxyWatcher, NodeRules, routed_pod_ips
 
 # the shape kube-proxy 1.29 writes in iptables mode (trimmed): one service with two
 # endpoints, one of which is only left as a SEP chain nobody jumps to any more

@@ -22,8 +22,8 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from lab.bench.prober import Prober, Sample, mark_stale, summarize
 from lab.paths import REPO
-from lab.prober import Prober, Sample, mark_stale, summarize
 from tests.conftest import free_port
 
 GUNICORN = REPO / ".venv" / "bin" / "gunicorn"

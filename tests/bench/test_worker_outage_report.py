@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lab.outage import WorkerOutage
-from lab.prober import Sample
+from lab.bench.outage import WorkerOutage
+from lab.bench.prober import Sample
 
 
 def test_outage_report_counts_errors_and_times_from_the_poweroff():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from lab import builds
+from lab.mirror import builds
 
 
 def test_e2e_test_is_built_from_the_binaries_module_graph_and_version():

@@ -4,7 +4,7 @@ Tests nobody here wrote: pod networking across nodes, cluster DNS,
 Deployments and Services (kube-proxy, NodePort, hostPort), which is where a
 regression in the cluster roles (runtime, pod network, kube-proxy, CoreDNS)
 shows first. The whole suite is `make conformance`, not a test: it takes
-hours on 2 cores (README, Conformance).
+hours on 2 cores (docs/conformance.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.conformance import LAB_SKIPS, focus_regex, skip_regex
+from lab.conformance.runner import LAB_SKIPS, focus_regex, skip_regex
 from tests.conftest import VENV_BIN, LabCluster, run_tool
 
 pytestmark = pytest.mark.conformance

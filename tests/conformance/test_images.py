@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import builds, conformance_images, mirror_images
-from lab.conformance import write_repo_list
-from lab.gobuild import build
-from lab.mirror import REGISTRY
+from lab.conformance import images
+from lab.conformance.runner import write_repo_list
+from lab.mirror import builds
+from lab.mirror.commands import REGISTRY
+from lab.mirror.gobuild import build
+from lab.mirror.images import PODMAN_RUN_FLAGS, push_registry
 
 pytestmark = pytest.mark.conformance
 
@@ -31,20 +33,20 @@ PODMAN_RUN = [
     "--tls-verify=false",
     "--network",
     "none",
-    *mirror_images.PODMAN_RUN_FLAGS,
+    *PODMAN_RUN_FLAGS,
 ]
 
 
 @pytest.fixture(scope="module")
 def registry() -> Iterator[str]:
-    conformance_images.build_test_images()  # seconds when nothing changed
-    with mirror_images.push_registry() as address:
+    images.build_test_images()  # seconds when nothing changed
+    with push_registry() as address:
         yield address
 
 
 def podman_run(registry: str, image: str, *argv: str, options: tuple[str, ...] = ()) -> str:
     """Run argv in the image as the registry serves it; its output (stdout and stderr)."""
-    reference = f"{registry}/{conformance_images.E2E_REPOSITORY}/{image}"
+    reference = f"{registry}/{images.E2E_REPOSITORY}/{image}"
     result = subprocess.run([*PODMAN_RUN, *options, reference, *argv], capture_output=True, text=True, check=False)
     # the loopback port changes every session: do not pile up tags in podman's store
     subprocess.run(["podman", "image", "rm", reference], capture_output=True, check=False)
@@ -73,12 +75,12 @@ def test_e2e_test_asks_for_exactly_the_references_pushed(tmp_path: Path) -> None
         text=True,
         check=True,
     ).stdout.split()
-    missing = [image.reference for image in conformance_images.IMAGES if f"{REGISTRY}/{image.reference}" not in listed]
+    missing = [image.reference for image in images.IMAGES if f"{REGISTRY}/{image.reference}" not in listed]
     assert not missing, f"e2e.test never asks the lab registry for {missing}"
 
 
 def test_every_image_the_suite_names_is_in_the_registry(registry: str, tmp_path: Path) -> None:
-    for image in conformance_images.IMAGES:
+    for image in images.IMAGES:
         inspect = subprocess.run(
             ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/{image.reference}"],
             capture_output=True,
@@ -158,7 +160,7 @@ def test_httpd_page_is_where_statefulset_tests_move_it(registry: str) -> None:
 def test_the_two_httpd_tags_are_different_images(registry: str) -> None:
     digests = set()
     for tag in ("2.4.38-4", "2.4.39-4"):
-        reference = f"docker://{registry}/{conformance_images.E2E_REPOSITORY}/httpd:{tag}"
+        reference = f"docker://{registry}/{images.E2E_REPOSITORY}/httpd:{tag}"
         inspect = subprocess.run(
             ["skopeo", "inspect", "--tls-verify=false", reference], capture_output=True, text=True, check=True
         )

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.conformance import (
-    DEFAULT_FOCUS,
-    effective_skip,
-    focus_regex,
-    ginkgo_argv,
-    parse_junit,
-    skip_regex,
-    summary_lines,
-)
-from lab.conformance_images import IMAGES, pull_reference, repo_list
+from lab.conformance.images import IMAGES, pull_reference, repo_list
+from lab.conformance.report import parse_junit, summary_lines
+from lab.conformance.runner import DEFAULT_FOCUS, effective_skip, focus_regex, ginkgo_argv, parser, skip_regex
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PASSED = "[sig-network] DNS should provide DNS for the cluster [Conformance]"
@@ -167,8 +160,18 @@ def test_e2e_test_gets_the_flags_of_upstreams_conformance_runner(tmp_path: Path)
 
 def test_every_image_is_pulled_from_where_it_is_pushed():
     # what e2e.test composes from KUBE_TEST_REPO_LIST must be the lab
-    # registry's name for what lab.conformance_images pushes
+    # registry's name for what lab.conformance.images pushes
     repos = repo_list("10.77.0.1:5000")
     for image in IMAGES:
         assert pull_reference(image, repos) == f"10.77.0.1:5000/{image.reference}"
     assert len({image.reference for image in IMAGES}) == len(IMAGES)
+
+
+def test_the_command_reads_focus_and_skip_from_its_flags_only(monkeypatch: pytest.MonkeyPatch):
+    # an exported SKIP (pre-commit uses the name) must not narrow `make conformance`
+    monkeypatch.setenv("FOCUS", "exported")
+    monkeypatch.setenv("SKIP", "exported")
+    options = parser().parse_args([])
+    assert (options.focus, options.skip) == (DEFAULT_FOCUS, None)
+    options = parser().parse_args(["--focus=a", "--skip=b"])
+    assert (options.focus, options.skip) == ("a", "b")

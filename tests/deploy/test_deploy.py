@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from lab.bench.prober import Prober, summarize
 from lab.cluster import INVENTORY, KUBECONFIG, worker_address
-from lab.node_ssh import ssh_argv
+from lab.nodes.ssh import ssh_argv
+from lab.nodes.topology import Lab
 from lab.paths import BIN
 from lab.playbook import play_recap
-from lab.prober import Prober, summarize
-from lab.topology import Lab
 from tests.conftest import LabCluster, run_tool
 from tests.node.lab_inventory import lab_inventory, setting
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.image import PODMAN_RUN_FLAGS
+from lab.mirror.app_image import PODMAN_RUN_FLAGS
 from lab.paths import CACHE
 from tests.conftest import run_tool
 

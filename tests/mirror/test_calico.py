@@ -25,9 +25,9 @@ import jinja2
 import pytest
 import yaml
 
-from lab import builds, mirror, mirror_calico, mirror_images
-from lab.distfiles import CALICO_SOURCE, unpacked
-from lab.gobuild import build
+from lab.mirror import builds, calico, commands, images
+from lab.mirror.distfiles import CALICO_SOURCE, unpacked
+from lab.mirror.gobuild import build
 from lab.paths import REPO
 from lab.run import exclusive
 from tests.conftest import http_on_loopback
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.mirror
 
 VERSION = builds.CALICO_VERSION
 UPSTREAM_MANIFEST_URL = f"https://raw.githubusercontent.com/projectcalico/calico/{VERSION}/manifests/calico-vxlan.yaml"
-PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *mirror_images.PODMAN_RUN_FLAGS]
+PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *images.PODMAN_RUN_FLAGS]
 
 
 def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -46,27 +46,27 @@ def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subproc
 @pytest.fixture(scope="session")
 def calico_mirror() -> None:
     """Calico's part of `make mirror`, under the same lock (the cache is shared with other checkouts)."""
-    with exclusive(mirror.MIRROR_DIR / ".lock", "mirror build"):
-        mirror_calico.serve_manifests()
-        mirror_images.push_images(mirror_calico.image_specs())
+    with exclusive(commands.MIRROR_DIR / ".lock", "mirror build"):
+        calico.serve_manifests()
+        images.push_images(calico.image_specs())
 
 
 @pytest.fixture(scope="session")
 def calico_registry(calico_mirror: None) -> Iterator[str]:
     """The registry storage served on loopback; the images pulled from it are removed at the end."""
-    with mirror_images.push_registry() as address:
+    with images.push_registry() as address:
         yield address
-        for name in mirror_calico.IMAGE_NAMES:
+        for name in calico.IMAGE_NAMES:
             # the port changes every session: do not pile up tags in podman's store
             run(["podman", "image", "rm", f"{address}/calico/{name}:{VERSION}"], check=False)
 
 
 def image(registry: str, name: str) -> str:
-    return f"{registry}/{mirror_calico.image_reference(name)}"
+    return f"{registry}/{calico.image_reference(name)}"
 
 
 def upstream_manifest(name: str = "calico-vxlan.yaml") -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(mirror_calico.manifest_path(name).read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(calico.manifest_path(name).read_text()) if doc]
 
 
 def manifest_containers() -> list[dict]:
@@ -101,7 +101,7 @@ def test_calico_binaries_report_the_pinned_version(calico_mirror: None) -> None:
 
 def test_the_manifest_names_exactly_the_calico_images_the_mirror_builds(calico_mirror: None) -> None:
     names = {container["image"] for container in manifest_containers()}
-    assert names == {f"docker.io/{reference}" for reference in mirror_calico.expected_images()}
+    assert names == {f"docker.io/{reference}" for reference in calico.expected_images()}
 
 
 def test_the_kustomization_points_every_calico_image_at_the_registry(calico_mirror: None) -> None:
@@ -123,12 +123,12 @@ def test_the_kustomization_points_every_calico_image_at_the_registry(calico_mirr
     for container in manifest_containers():
         name, tag = container["image"].rsplit(":", 1)
         pulled.add(f"{renames[name]}:{tag}")
-    assert pulled == {f"{registry}/{reference}" for reference in mirror_calico.expected_images()}
+    assert pulled == {f"{registry}/{reference}" for reference in calico.expected_images()}
 
 
-@pytest.mark.parametrize("name", mirror_calico.IMAGE_NAMES)
+@pytest.mark.parametrize("name", calico.IMAGE_NAMES)
 def test_calico_image_is_fetched_from_the_registry(calico_registry: str, name: str, tmp_path: Path) -> None:
-    assert mirror_images.is_in_registry(f"calico/{name}", VERSION)
+    assert images.is_in_registry(f"calico/{name}", VERSION)
     source = f"docker://{image(calico_registry, name)}"
     inspect = json.loads(run(["skopeo", "inspect", "--tls-verify=false", source]).stdout)
     assert inspect["Architecture"] == "amd64"
@@ -233,7 +233,7 @@ def test_cni_image_calico_plugins_report_the_pinned_version(calico_registry: str
     assert run(argv).stdout.strip() == VERSION
 
 
-@pytest.mark.parametrize("plugin", mirror_calico.CNI_STANDARD_PLUGINS)
+@pytest.mark.parametrize("plugin", calico.CNI_STANDARD_PLUGINS)
 def test_cni_image_standard_plugins_are_the_pinned_build(calico_registry: str, plugin: str) -> None:
     argv = [*PODMAN_RUN, "--env", "CNI_COMMAND=VERSION", "--entrypoint", f"/opt/cni/bin/{plugin}"]
     result = run([*argv, image(calico_registry, "cni")], check=False)
@@ -264,12 +264,12 @@ def test_cni_image_install_entrypoint_installs_the_plugins_and_the_config(calico
     assert result.returncode == 0, result.stdout + result.stderr
     assert install["command"] == ["/opt/cni/bin/install"]
     installed = {p.name for p in host_bin.iterdir()}
-    assert {"calico", "calico-ipam", *mirror_calico.CNI_STANDARD_PLUGINS} == installed
+    assert {"calico", "calico-ipam", *calico.CNI_STANDARD_PLUGINS} == installed
     conflist = json.loads((host_net / "10-calico.conflist").read_text())
-    calico = conflist["plugins"][0]
-    assert (calico["type"], calico["nodename"], calico["mtu"]) == ("calico", "lab-worker-1", 1450)
+    plugin = conflist["plugins"][0]
+    assert (plugin["type"], plugin["nodename"], plugin["mtu"]) == ("calico", "lab-worker-1", 1450)
     # every plugin the config names is on the node now
-    needed = {plugin["type"] for plugin in conflist["plugins"]} | {calico["ipam"]["type"]}
+    needed = {each["type"] for each in conflist["plugins"]} | {plugin["ipam"]["type"]}
     assert needed <= installed
     assert run([host_bin / "calico", "-v"]).stdout.strip() == VERSION
 
@@ -291,11 +291,11 @@ def test_kube_controllers_image_runs_as_999_which_owns_status_and_profiles(calic
     reference = image(calico_registry, "kube-controllers")
     run(["podman", "pull", "--quiet", "--tls-verify=false", reference])
     config = json.loads(run(["podman", "image", "inspect", reference]).stdout)[0]["Config"]
-    assert config["User"] == str(mirror_calico.KUBE_CONTROLLERS_UID)
+    assert config["User"] == str(calico.KUBE_CONTROLLERS_UID)
     assert config["Entrypoint"] == ["/usr/bin/kube-controllers"]
     files = exported_files(reference)
     for path in ("status", "status/status.json", "profiles", "profiles/mem.pprof", "profiles/cpu.pprof"):
-        assert files[path].uid == mirror_calico.KUBE_CONTROLLERS_UID, path
+        assert files[path].uid == calico.KUBE_CONTROLLERS_UID, path
         assert files[path].mode & 0o200, path  # the owner may write
     assert files["usr/bin/check-status"].mode & 0o111
 
@@ -321,7 +321,7 @@ def test_kube_controllers_writes_status_that_check_status_reads(calico_registry:
     )
     kubeconfig.chmod(0o644)
     name = f"calico-kube-controllers-test-{os.getpid()}"
-    argv = ["podman", "run", "-d", "--name", name, "--tls-verify=false", *mirror_images.PODMAN_RUN_FLAGS]
+    argv = ["podman", "run", "-d", "--name", name, "--tls-verify=false", *images.PODMAN_RUN_FLAGS]
     argv += ["-v", f"{kubeconfig}:/kubeconfig:ro", "--env", "KUBECONFIG=/kubeconfig"]
     argv += ["--env", "DATASTORE_TYPE=kubernetes", "--env", "ENABLED_CONTROLLERS=node"]
     run([*argv, image(calico_registry, "kube-controllers")])
@@ -346,15 +346,15 @@ def test_kube_controllers_writes_status_that_check_status_reads(calico_registry:
 # --- the manifests where upstream serves them ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(mirror_calico.MANIFEST_SHA256))
+@pytest.mark.parametrize("name", sorted(calico.MANIFEST_SHA256))
 def test_served_manifest_is_upstreams_byte_for_byte(calico_mirror: None, name: str) -> None:
-    with http_on_loopback(mirror_calico.APT_ROOT) as url:
+    with http_on_loopback(calico.APT_ROOT) as url:
         path = UPSTREAM_MANIFEST_URL.removeprefix("https://raw.githubusercontent.com/").replace(
             "calico-vxlan.yaml", name
         )
         with urllib.request.urlopen(f"{url}/{path}") as response:
             served = response.read()
-    assert hashlib.sha256(served).hexdigest() == mirror_calico.MANIFEST_SHA256[name]
+    assert hashlib.sha256(served).hexdigest() == calico.MANIFEST_SHA256[name]
     assert served == (unpacked(CALICO_SOURCE) / "manifests" / name).read_bytes()
 
 

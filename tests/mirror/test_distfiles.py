@@ -1,4 +1,4 @@
-"""The pinned source tarballs (lab.distfiles): a missing or altered one is refused before
+"""The pinned source tarballs (lab.mirror.distfiles): a missing or altered one is refused before
 anything is unpacked or built, and nothing half-made is left in the cache."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import builds, distfiles
+from lab.mirror import builds, distfiles
 from tests.conftest import VENV_BIN, run_tool
 
 pytestmark = pytest.mark.mirror
@@ -18,7 +18,7 @@ SOURCE_BUILDS = [spec for spec in builds.MIRROR_BUILDS if spec.source is not Non
 
 def build_in(cache: Path, sources: Path, spec_name: str):
     """Build one spec in a throwaway cache, the way `make mirror` would."""
-    code = f"from lab import builds; from lab.gobuild import build; build(builds.{spec_name})"
+    code = f"from lab.mirror import builds; from lab.mirror.gobuild import build; build(builds.{spec_name})"
     return run_tool(
         [VENV_BIN / "python", "-c", code],
         check=False,

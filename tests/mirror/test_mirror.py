@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import builds, mirror, mirror_apt, mirror_images
-from lab.gobuild import GO_CACHE
-from lab.node_ssh import ssh_argv
-from lab.rootfs import debootstrap
-from lab.topology import Lab
+from lab.mirror import apt, builds, commands, images
+from lab.mirror.gobuild import GO_CACHE
+from lab.nodes.rootfs import debootstrap
+from lab.nodes.ssh import ssh_argv
+from lab.nodes.topology import Lab
 from tests.conftest import LabCluster, free_port, http_on_loopback
 
 pytestmark = pytest.mark.mirror
@@ -38,8 +38,8 @@ def run(argv: list[str | Path], check: bool = True, **kwargs: object) -> subproc
 
 @pytest.fixture(scope="session")
 def built_mirror() -> None:
-    mirror.build_mirror()
-    assert mirror.is_built()
+    commands.build_mirror()
+    assert commands.is_built()
 
 
 def binary(spec: builds.GoBuild, name: str) -> Path:
@@ -93,11 +93,11 @@ def test_kubeadm_pulls_exactly_the_images_the_registry_holds(built_mirror: None)
             "--kubernetes-version",
             K8S,
             "--image-repository",
-            mirror.REGISTRY,
+            commands.REGISTRY,
         ]
     ).stdout.split()
-    expected = [f"{mirror.REGISTRY}/{image}" for image in mirror_images.expected_images()]
-    not_kubeadms = (f"{mirror.REGISTRY}/tiny-http-app:", f"{mirror.REGISTRY}/calico/")
+    expected = [f"{commands.REGISTRY}/{image}" for image in images.expected_images()]
+    not_kubeadms = (f"{commands.REGISTRY}/tiny-http-app:", f"{commands.REGISTRY}/calico/")
     assert sorted(listed) == sorted(image for image in expected if not image.startswith(not_kubeadms))
 
 
@@ -106,7 +106,7 @@ def test_kubeadm_pulls_exactly_the_images_the_registry_holds(built_mirror: None)
 
 def deb(name: str) -> Path:
     """The package in the repository that serves it: pkgs.k8s.io's layout, or CRI-O's."""
-    repositories = (mirror_apt.CORE_REPO, mirror_apt.APT_ROOT / mirror_apt.CRIO_REPO_PATH)
+    repositories = (apt.CORE_REPO, apt.APT_ROOT / apt.CRIO_REPO_PATH)
     matches = sorted(match for repo in repositories for match in (repo / "amd64").glob(f"{name}_*_amd64.deb"))
     assert len(matches) == 1, matches
     return matches[0]
@@ -185,16 +185,16 @@ def test_packages_install_the_units_and_binaries_where_upstream_does(built_mirro
 @pytest.mark.parametrize(
     "release_dir",
     [
-        mirror_apt.CORE_REPO,
-        mirror_apt.APT_ROOT / mirror_apt.CRIO_REPO_PATH,
-        mirror_apt.DEBIAN_REPO / "dists" / mirror_apt.DEBIAN_SUITE,
+        apt.CORE_REPO,
+        apt.APT_ROOT / apt.CRIO_REPO_PATH,
+        apt.DEBIAN_REPO / "dists" / apt.DEBIAN_SUITE,
     ],
     ids=["core", "cri-o", "debian"],
 )
 def test_release_files_verify_against_the_published_key(built_mirror: None, release_dir: Path, tmp_path: Path) -> None:
     # The keyring is made from the Release.key published next to the core repo, as a user would.
     keyring = tmp_path / "key.gpg"
-    run(["gpg", "--batch", "--yes", "--dearmor", "--output", keyring, mirror_apt.CORE_REPO / "Release.key"])
+    run(["gpg", "--batch", "--yes", "--dearmor", "--output", keyring, apt.CORE_REPO / "Release.key"])
     run(["gpgv", "--keyring", keyring, release_dir / "InRelease"])
     run(["gpgv", "--keyring", keyring, release_dir / "Release.gpg", release_dir / "Release"])
     tampered = tmp_path / "InRelease"
@@ -206,19 +206,19 @@ def test_release_files_verify_against_the_published_key(built_mirror: None, rele
 @pytest.fixture(scope="session")
 def apt_on_loopback(built_mirror: None) -> Iterator[str]:
     """The apt tree served over HTTP on loopback, as the bridge service serves it."""
-    with http_on_loopback(mirror_apt.APT_ROOT) as url:
+    with http_on_loopback(apt.APT_ROOT) as url:
         yield url
 
 
 def test_apt_installs_kubeadm_and_containerd_from_the_mirror_alone(apt_on_loopback: str, tmp_path: Path) -> None:
     """apt, signature checking on, resolves everything against a bare minbase system."""
-    root = debootstrap("apt-resolver", mirror_apt.RESOLVER_ROOT_PACKAGES)
+    root = debootstrap("apt-resolver", apt.RESOLVER_ROOT_PACKAGES)
     for directory in ("parts", "prefs", "lists/partial", "archives/partial"):
         (tmp_path / directory).mkdir(parents=True)
-    keyring = mirror.public_key_path()
+    keyring = commands.public_key_path()
     (tmp_path / "sources.list").write_text(
         f"deb [signed-by={keyring}] {apt_on_loopback}/debian bookworm main\n"
-        f"deb [signed-by={keyring}] {apt_on_loopback}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+        f"deb [signed-by={keyring}] {apt_on_loopback}/{apt.CORE_REPO_PATH}/ /\n"
     )
     shutil.copyfile(root / "var/lib/dpkg/status", tmp_path / "status")
     options = [
@@ -248,15 +248,15 @@ def test_the_packages_install_and_enable_the_kubelet_and_crio_in_a_bookworm_root
 ) -> None:
     """A real install (dpkg runs the maintainer scripts) into a copy of a minbase root."""
     root = tmp_path / "root"
-    run(["cp", "-a", "--reflink=auto", debootstrap("apt-resolver", mirror_apt.RESOLVER_ROOT_PACKAGES), root])
+    run(["cp", "-a", "--reflink=auto", debootstrap("apt-resolver", apt.RESOLVER_ROOT_PACKAGES), root])
     try:
         (root / "etc/apt/keyrings").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(mirror.public_key_path(), root / "etc/apt/keyrings/lab-mirror.gpg")
-        signed_by = "[signed-by=/etc/apt/keyrings/lab-mirror.gpg]"
+        shutil.copyfile(commands.public_key_path(), root / "etc/apt/keyrings/lab-commands.gpg")
+        signed_by = "[signed-by=/etc/apt/keyrings/lab-commands.gpg]"
         (root / "etc/apt/sources.list").write_text(
             f"deb {signed_by} {apt_on_loopback}/debian bookworm main\n"
-            f"deb {signed_by} {apt_on_loopback}/{mirror_apt.CORE_REPO_PATH}/ /\n"
-            f"deb {signed_by} {apt_on_loopback}/{mirror_apt.CRIO_REPO_PATH}/ /\n"
+            f"deb {signed_by} {apt_on_loopback}/{apt.CORE_REPO_PATH}/ /\n"
+            f"deb {signed_by} {apt_on_loopback}/{apt.CRIO_REPO_PATH}/ /\n"
         )
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive"}
         update = run(["chroot", root, "apt-get", "-q", "update"], check=False, env=env)
@@ -288,11 +288,11 @@ def test_the_packages_install_and_enable_the_kubelet_and_crio_in_a_bookworm_root
 
 @pytest.fixture(scope="session")
 def loopback_registry(built_mirror: None) -> Iterator[str]:
-    with mirror_images.push_registry() as address:
+    with images.push_registry() as address:
         yield address
 
 
-@pytest.mark.parametrize("image", mirror_images.expected_images())
+@pytest.mark.parametrize("image", images.expected_images())
 def test_registry_serves_every_image(loopback_registry: str, image: str, tmp_path: Path) -> None:
     inspect = run(["skopeo", "inspect", "--tls-verify=false", f"docker://{loopback_registry}/{image}"])
     assert json.loads(inspect.stdout)["Architecture"] == "amd64"
@@ -300,7 +300,7 @@ def test_registry_serves_every_image(loopback_registry: str, image: str, tmp_pat
     run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", source, f"oci:{tmp_path}/copy"])
 
 
-PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *mirror_images.PODMAN_RUN_FLAGS]
+PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *images.PODMAN_RUN_FLAGS]
 
 
 @pytest.mark.parametrize(
@@ -313,7 +313,7 @@ PODMAN_RUN = ["podman", "run", "--rm", "--tls-verify=false", *mirror_images.PODM
         (f"kube-apiserver:{K8S}", ["kube-apiserver", "--version"], f"Kubernetes {K8S}"),
         (f"etcd:{builds.ETCD_IMAGE_TAG}", ["etcd", "--version"], f"etcd Version: {builds.ETCD_VERSION.lstrip('v')}"),
         (f"coredns:{builds.COREDNS_VERSION}", ["-version"], f"CoreDNS-{builds.COREDNS_VERSION.lstrip('v')}"),
-        (f"pause:{mirror_images.PAUSE_VERSION}", ["-v"], f"pause.c v{mirror_images.PAUSE_VERSION}"),
+        (f"pause:{images.PAUSE_VERSION}", ["-v"], f"pause.c v{images.PAUSE_VERSION}"),
     ],
 )
 def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, command: list[str], expected: str) -> None:
@@ -331,29 +331,29 @@ def test_images_run_what_kubeadm_runs(loopback_registry: str, image: str, comman
 def test_services_start_once_serve_and_stop(
     built_mirror: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """start_services/stop_services as lab.nodes calls them, on loopback ports and a scratch run dir."""
+    """start_services/stop_services as lab.nodes.commands calls them, on loopback ports and a scratch run dir."""
     apt_port, registry = free_port(), f"127.0.0.1:{free_port()}"
-    monkeypatch.setattr(mirror, "BRIDGE_ADDRESS", "127.0.0.1")
-    monkeypatch.setattr(mirror, "APT_PORT", apt_port)
-    monkeypatch.setattr(mirror, "APT_URL", f"http://127.0.0.1:{apt_port}")
-    monkeypatch.setattr(mirror, "REGISTRY", registry)
-    monkeypatch.setattr(mirror, "RUN_DIR", tmp_path)
+    monkeypatch.setattr(commands, "BRIDGE_ADDRESS", "127.0.0.1")
+    monkeypatch.setattr(commands, "APT_PORT", apt_port)
+    monkeypatch.setattr(commands, "APT_URL", f"http://127.0.0.1:{apt_port}")
+    monkeypatch.setattr(commands, "REGISTRY", registry)
+    monkeypatch.setattr(commands, "RUN_DIR", tmp_path)
     try:
-        mirror.start_services()
+        commands.start_services()
         pids = {name: (tmp_path / f"{name}.pid").read_text() for name in ("apt", "registry")}
-        mirror.start_services()  # idempotent: the same daemons keep running
+        commands.start_services()  # idempotent: the same daemons keep running
         assert {name: (tmp_path / f"{name}.pid").read_text() for name in pids} == pids
-        assert mirror.services_running()
-        release = urllib.request.urlopen(f"http://127.0.0.1:{apt_port}/{mirror_apt.CORE_REPO_PATH}/Release.key")
-        assert release.read() == mirror_apt.ARMORED_KEY.read_bytes()
-        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/pause:{mirror_images.PAUSE_VERSION}"])
+        assert commands.services_running()
+        release = urllib.request.urlopen(f"http://127.0.0.1:{apt_port}/{apt.CORE_REPO_PATH}/Release.key")
+        assert release.read() == apt.ARMORED_KEY.read_bytes()
+        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/pause:{images.PAUSE_VERSION}"])
     finally:
-        mirror.stop_services()
-    assert not mirror.services_running()
+        commands.stop_services()
+    assert not commands.services_running()
     for url in (f"http://127.0.0.1:{apt_port}/", f"http://{registry}/v2/"):
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(url, timeout=2)
-    mirror.stop_services()  # idempotent
+    commands.stop_services()  # idempotent
 
 
 # --- on the running lab -------------------------------------------------------------------------
@@ -361,8 +361,8 @@ def test_services_start_once_serve_and_stop(
 
 @pytest.fixture(scope="session")
 def running_lab(built_mirror: None, lab_cluster: LabCluster) -> None:
-    if not mirror.services_running():
-        mirror.start_services()
+    if not commands.services_running():
+        commands.start_services()
 
 
 def on_master(script: str) -> subprocess.CompletedProcess[str]:
@@ -377,8 +377,8 @@ def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -
     """
     scratch = "/tmp/mirror-test"
     sources = (
-        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {mirror.APT_URL}/debian bookworm main\n"
-        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {mirror.APT_URL}/{mirror_apt.CORE_REPO_PATH}/ /\n"
+        f"deb [signed-by=/etc/apt/keyrings/lab-commands.gpg] {commands.APT_URL}/debian bookworm main\n"
+        f"deb [signed-by=/etc/apt/keyrings/lab-commands.gpg] {commands.APT_URL}/{apt.CORE_REPO_PATH}/ /\n"
     )
     options = (
         f"-oDir::Etc::SourceList={scratch}/sources.list -oDir::Etc::SourceParts={scratch}/parts"
@@ -400,5 +400,5 @@ def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -
 
 
 def test_the_bridge_registry_serves_every_kubeadm_image(running_lab: None) -> None:
-    for image in mirror_images.expected_images():
-        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{mirror.REGISTRY}/{image}"])
+    for image in images.expected_images():
+        run(["skopeo", "inspect", "--tls-verify=false", f"docker://{commands.REGISTRY}/{image}"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import testinfra
 
-from lab.topology import Lab
+from lab.nodes.topology import Lab
 from tests.conftest import LAB_NODES, LabCluster
 from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, ssh_host_url  # noqa: F401
 

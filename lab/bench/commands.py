@@ -1,0 +1,258 @@
+"""`make bench-rollout`: rolling updates under load on the lab cluster, measured.
+
+Each variant probes a NodePort on a worker at a constant rate (lab.bench.prober) from
+15 s before the upgrade starts until 15 s after the last old pod is gone, while
+a Pod watcher records when the old pods go. Variants, all in one run:
+
+- project/new, project/keepalive: `ansible-playbook deploy.yml` with a new
+  message, probed with a new connection per request and with keep-alive;
+- control/new: the seed's configuration (lab/bench/seed_chart: Flask development
+  server, probes on /version after 5 s, no preStop, default strategy) from the
+  same image, rolled the same way with `helm upgrade --wait`, to show that the
+  prober sees downtime when there is some;
+- project/bad-release: deploy.yml with a release whose pods never become ready;
+  it must fail, Helm must roll back, and only the old message may be served.
+
+With --worker-outage (about 7 more minutes, so not by default), one more
+measurement: a worker that runs one of the app's pods is powered off hard
+while a worker that stays up is probed, until the app has its replicas ready
+on the nodes that are up again; then the worker is started again.
+
+Writes reports/rollout.json (per variant: requests, errors, error kinds,
+rollout seconds, mixed-message seconds, ...), reports/rollout.png and one CSV
+per variant with every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from lab.bench.outage import measure_worker_outage, print_outage
+from lab.bench.report import plot, print_summary, write_csv
+from lab.bench.rollout import Rollout, deploy_argv, deploy_env, deploy_playbook, helm_control_argv, measure
+from lab.bench.watchers import PodWatcher
+from lab.cluster import CONTROL, KUBECONFIG, PROJECT, get_message, worker_address
+from lab.mirror.tools import tool_env
+from lab.paths import REPO, REPORTS
+from lab.playbook import play_recap
+from lab.run import StepFailed, log, run, step
+
+# The project before the rollout-speed work (maxSurge 1, minReadySeconds 5,
+# readiness every 2 s, every wait of the role on every run): what
+# `make bench-rollout` compares the working tree with, in the same run.
+BASELINE_REF = "fb930702dfdc4062c179a7db0da914e2980852a3"
+
+# deploy.yml with an unchanged message takes a few seconds, and this machine is
+# noisy: the median of a few runs, and the longest.
+UNCHANGED_RUNS = 3
+
+
+@contextlib.contextmanager
+def checkout(ref: str) -> Iterator[Path]:
+    """A detached worktree of ref (its deploy.yml, roles and chart), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="bench-baseline-"))
+    run(["git", "-C", REPO, "worktree", "add", "--detach", "--force", path, ref], capture=True)
+    try:
+        yield path
+    finally:
+        run(["git", "-C", REPO, "worktree", "remove", "--force", path], check=False, capture=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def time_unchanged(message: str, tree: Path, runs: int = UNCHANGED_RUNS) -> dict[str, object]:
+    """deploy.yml of tree, `runs` times, with the message the app serves already: seconds
+    (each run, median, longest), changed tasks (the most any run reported)."""
+    seconds, changed, exit_codes = [], [], []
+    for _ in range(runs):
+        started = time.monotonic()
+        result = run(deploy_argv(message, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
+        seconds.append(round(time.monotonic() - started, 2))
+        changed.append(play_recap(result.stdout).get("localhost", {}).get("changed"))
+        exit_codes.append(result.returncode)
+    return {
+        "seconds": statistics.median(seconds),
+        "longest": max(seconds),
+        "runs": seconds,
+        "changed": max((c for c in changed if c is not None), default=None),
+        "exit_code": max(exit_codes),
+    }
+
+
+def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
+    kubeconfig = Path(options.kubeconfig)
+    if not kubeconfig.is_file():
+        raise StepFailed(f"no kubeconfig at {kubeconfig}: build the lab cluster first (make demo)")
+    host = options.host or worker_address()
+    stamp = time.strftime("%H%M%S")
+    measure_options = {
+        "host": host,
+        "kubeconfig": kubeconfig,
+        "rate": options.rate,
+        "before": options.before,
+        "after": options.after,
+    }
+    results: list[Rollout] = []
+
+    current = get_message(host, PROJECT.node_port)
+    if current is None:
+        with step("deploy the app first (nothing answers on the NodePort)"):
+            run(deploy_argv("hello-world"), env=tool_env(), cwd=REPO)
+        current = get_message(host, PROJECT.node_port)
+        if current is None:
+            raise StepFailed(f"http://{host}:{PROJECT.node_port}/version does not answer after deploy.yml")
+
+    unchanged: dict[str, dict[str, object]] = {}
+    with contextlib.ExitStack() as checkouts:
+        configurations: list[tuple[str, Path, list[str]]] = []
+        if options.baseline and options.baseline_modes:
+            baseline = checkouts.enter_context(checkout(options.baseline))
+            configurations.append(("baseline", baseline, options.baseline_modes))
+        configurations.append(("project", REPO, options.modes))
+        for name, tree, modes in configurations:
+            if not modes:
+                continue
+            with step(f"{name}: settle on its configuration (an unmeasured deploy.yml with the same message)"):
+                run(deploy_argv(current, tree=tree), env=deploy_env(tree), cwd=tree, capture=True)
+            for mode in modes:
+                new = f"hola {name} {mode} {stamp}"
+                with step(f"{name}/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
+                    rollout = Rollout(f"{name}/{mode}", PROJECT, mode, current, new, expect_success=True)
+                    trigger = lambda new=new, tree=tree: deploy_playbook(new, tree=tree)  # noqa: E731
+                    results.append(measure(rollout, trigger, **measure_options))
+                    if rollout.trigger_rc != 0:
+                        raise StepFailed(f"deploy.yml failed:\n{rollout.trigger_output[-3000:]}")
+                    current = new
+            with step(f"{name}: deploy.yml with the message it serves already"):
+                unchanged[name] = time_unchanged(current, tree)
+
+    if options.control:
+        old, new = f"seed before {stamp}", f"seed after {stamp}"
+        with step(f"control: install the seed configuration with message {old!r}"):
+            run(helm_control_argv(kubeconfig, old, options.image, install=True), env=tool_env(), capture=True)
+        for mode in options.control_modes:
+            with step(f"control/{mode}: helm upgrade rolls {old!r} -> {new!r} under {options.rate:.0f} req/s"):
+                rollout = Rollout(f"control/{mode}", CONTROL, mode, old, new, expect_success=True)
+                argv = helm_control_argv(kubeconfig, new, options.image, install=False)
+                trigger = lambda argv=argv: subprocess.Popen(  # noqa: E731
+                    argv, env=tool_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                results.append(measure(rollout, trigger, **measure_options))
+                if rollout.trigger_rc != 0:
+                    raise StepFailed(f"helm upgrade of the control failed:\n{rollout.trigger_output[-3000:]}")
+                old, new = new, old
+        if not options.keep_control:
+            with step("remove the control release and its namespace"):
+                run(["helm", "uninstall", CONTROL.release, "--kubeconfig", kubeconfig, "-n", CONTROL.namespace,
+                     "--wait"], env=tool_env(), capture=True)  # fmt: skip
+                PodWatcher(kubeconfig, CONTROL).api.delete_namespace(CONTROL.namespace)
+
+    if options.bad_release:
+        bad = f"never ready {stamp}"
+        with step(f"project/bad-release: deploy.yml with pods that never become ready ({options.bad_timeout})"):
+            rollout = Rollout("project/bad-release", PROJECT, "new", current, bad, expect_success=False)
+            extra = ("-e", "app_fail_readiness=true", "-e", f"app_helm_timeout={options.bad_timeout}")
+            results.append(measure(rollout, lambda: deploy_playbook(bad, *extra), **measure_options))  # type: ignore[arg-type]
+            if rollout.trigger_rc == 0:
+                raise StepFailed("deploy.yml succeeded with pods that never become ready")
+            after = get_message(host, PROJECT.node_port)
+            if after != current:
+                raise StepFailed(f"after the rollback /version answers {after!r}, not {current!r}")
+
+    outage = None
+    if options.worker_outage:
+        with step(f"worker outage: power off a worker with an app pod under {options.rate:.0f} req/s"):
+            measured = measure_worker_outage(
+                kubeconfig=kubeconfig, message=current, rate=options.rate, before=options.before, after=options.after
+            )
+            REPORTS.mkdir(exist_ok=True)
+            write_csv(REPORTS / "rollout-worker-outage.csv", measured.samples, measured.poweroff_at)
+            outage = measured.report()
+
+    REPORTS.mkdir(exist_ok=True)
+    reports = [r.report() for r in results]
+    for rollout in results:
+        write_csv(REPORTS / f"rollout-{rollout.variant.replace('/', '-')}.csv", rollout.samples, rollout.upgrade_start)
+    path = REPORTS / "rollout.json"
+    # A run of only the outage keeps the rollout variants of the last run (and the other way round).
+    document = json.loads(path.read_text()) if path.is_file() and not (reports and outage) else {}
+    if reports:
+        document.update(
+            {
+                "rate_per_s": options.rate,
+                "seconds_before_upgrade": options.before,
+                "seconds_after_old_pods_gone": options.after,
+                "timeout_s": 2.0,
+                "host": f"{host} (NodePort on a worker)",
+                "variants": {r["variant"]: r for r in reports},
+                "deploy_with_the_same_message": unchanged,
+                "baseline": options.baseline or None,
+            }
+        )
+        plot(reports, REPORTS / "rollout.png")
+    if outage:
+        document["worker_outage"] = outage
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if outage:
+        print_outage(outage)
+    for name, figures in unchanged.items():
+        print(
+            f"deploy.yml with the same message, {name}: median {figures['seconds']} s of {figures['runs']},"
+            f" changed={figures['changed']}"
+        )
+    return reports
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="make bench-rollout", description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
+    p.add_argument("--before", type=float, default=15.0, help="seconds probed before the upgrade starts")
+    p.add_argument("--after", type=float, default=15.0, help="seconds probed after the old pods are gone")
+    p.add_argument(
+        "--modes",
+        type=lambda s: [m for m in s.split(",") if m],
+        default=["new", "keepalive"],
+        help="project variants (empty: none)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=BASELINE_REF,
+        help="git ref whose deploy.yml, roles and chart are measured first, for comparison (empty: none)",
+    )
+    p.add_argument(
+        "--baseline-modes",
+        type=lambda s: [m for m in s.split(",") if m],
+        default=["new", "keepalive"],
+        help="baseline variants (empty: none)",
+    )
+    p.add_argument("--control-modes", type=lambda s: s.split(","), default=["new"], help="control variants")
+    p.add_argument("--no-control", dest="control", action="store_false", help="skip the negative control")
+    p.add_argument("--keep-control", action="store_true", help="leave the control release installed")
+    p.add_argument("--no-bad-release", dest="bad_release", action="store_false", help="skip the rollback variant")
+    p.add_argument("--bad-timeout", default="60s", help="helm --timeout for the bad release (default 60s)")
+    p.add_argument(
+        "--worker-outage",
+        action="store_true",
+        help="also power off a worker running an app pod and measure until the app is whole (about 7 min)",
+    )
+    p.add_argument("--host", help="address whose NodePorts are probed (default: the first worker)")
+    p.add_argument("--kubeconfig", default=str(KUBECONFIG))
+    p.add_argument("--image", default="10.77.0.1:5000/tiny-http-app:1.0.0", help="image of the control")
+    return p
+
+
+def bench_rollout_command(args: list[str]) -> int:
+    options = parser().parse_args(args)
+    reports = bench_rollout(options)
+    if reports:
+        print_summary(reports)
+    log(f"wrote {REPORTS / 'rollout.json'}, {REPORTS / 'rollout.png'} and one CSV per variant in {REPORTS}")
+    return 0
