@@ -1,0 +1,199 @@
+"""docs/measured.md from reports/*.json: `make report` renders what the runs wrote.
+
+The sample reports are made by the writers' own code (Rollout.report(),
+WorkerOutage.report(), the conformance Report.as_json()), so a change of their
+shape that the page does not follow fails here. Only the top level of
+rollout.json, which the benchmark assembles inline, is built by hand, with the
+same keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lab import report
+from lab.bench.outage import WorkerOutage
+from lab.bench.prober import Sample, mark_stale
+from lab.bench.rollout import PodTimes, Rollout
+from lab.cluster import PROJECT
+from lab.conformance.report import Report, Result
+
+SLOW_TEST = "[sig-apps] CronJob should schedule jobs | pipes [Conformance]"
+FAILED_TEST = "[sig-network] HostPort validates that there is no conflict [Conformance]"
+
+
+def samples(start: float, old: str, new: str, switch_at: float) -> list[Sample]:
+    """10 requests/s from 10 s before start to 30 s after: old until switch_at, new after."""
+    result = []
+    for i in range(-100, 300):
+        sent = start + i / 10
+        message = old if i / 10 < switch_at else new
+        result.append(Sample(scheduled=sent, sent=sent, latency=0.004, kind="ok", status=200, message=message))
+    result[150] = Sample(start + 5.0, start + 5.0, 0.1, "connect", 0, None)
+    return result
+
+
+def rollout(variant: str, *, expect_success: bool = True) -> Rollout:
+    start = 1000.0
+    measured = Rollout(variant, PROJECT, "new", "old", "new", expect_success=expect_success)
+    measured.upgrade_start, measured.trigger_seconds = start, 12.0
+    measured.old_hashes, measured.new_hashes = ["aaa"], ["bbb"]
+    if expect_success:
+        measured.old_gone_at = start + 11.0
+        measured.pods = {
+            "new-1": PodTimes("bbb", start + 3.0, start + 30, running=start + 4.0, ready=start + 5.0),
+            "old-1": PodTimes(
+                "aaa",
+                start - 60,
+                start + 10.75,
+                ip="10.0.0.1",
+                ready=start - 50,
+                terminating=start + 5.5,
+                exited=start + 7.5,
+            ),
+        }
+        measured.propagation = {"10.0.0.1": 1.2}
+        measured.samples = mark_stale(samples(start, "old", "new", 6.0), "old", measured.old_gone_at)
+    else:
+        measured.trigger_rc = 2
+        measured.samples = samples(start, "old", "new", 1000.0)
+    return measured
+
+
+def outage() -> WorkerOutage:
+    poweroff = 5000.0
+    measured = WorkerOutage(
+        "lab-worker-2",
+        "lab-worker-1",
+        2,
+        "m",
+        samples=samples(poweroff, "m", "m", 0.0),
+        poweroff_at=poweroff,
+        measured_at="2026-01-01T00:00:00Z",
+    )
+    measured.node_not_ready_at, measured.pod_unready_at, measured.whole_at = poweroff + 41, poweroff + 42, None
+    measured.restarted_ready_seconds = 2.5
+    return measured
+
+
+def rollout_document(*, with_outage: bool) -> dict[str, object]:
+    variants = [rollout("baseline/new").report(), rollout("project/new").report()]
+    variants.append(rollout("project/bad-release", expect_success=False).report())
+    # the keys lab.bench.commands.bench_rollout writes
+    document: dict[str, object] = {
+        "rate_per_s": 100.0,
+        "seconds_before_upgrade": 15.0,
+        "seconds_after_old_pods_gone": 15.0,
+        "timeout_s": 2.0,
+        "host": "100.77.0.12 (NodePort on a worker)",
+        "variants": {r["variant"]: r for r in variants},
+        "deploy_with_the_same_message": {
+            "project": {"seconds": 4.7, "longest": 4.8, "runs": [4.7, 4.6, 4.8], "changed": 0, "exit_code": 0}
+        },
+        "baseline": "fb930702dfdc4062c179a7db0da914e2980852a3",
+    }
+    if with_outage:
+        document["worker_outage"] = outage().report()
+    return document
+
+
+def conformance_document() -> dict[str, object]:
+    tests = [
+        Result("[sig-network] DNS should provide DNS for the cluster [Conformance]", "passed", 12.5),
+        Result(SLOW_TEST, "passed", 328.0),
+        Result(FAILED_TEST, "failed", 300.2, "listen tcp4 :54322: bind: address already in use\nstack ..."),
+        Result("[sig-node] something [Conformance]", "skipped", 0.1, "no such feature"),
+    ]
+    return Report(
+        suite_succeeded=False, seconds=1650.0, focus=r"\[Conformance\]", skip="", not_selected=7020, tests=tests
+    ).as_json()
+
+
+def write(directory: Path, name: str, data: object) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def test_every_report_rendered_with_its_key_figures(tmp_path: Path):
+    write(tmp_path, "rollout.json", rollout_document(with_outage=True))
+    write(tmp_path, "conformance.json", conformance_document())
+    page = report.render_page(tmp_path, date="2026-01-02", commit="abc1234")
+
+    assert "generated by `make report` from reports/ on 2026-01-02 at commit abc1234; do not edit" in page.lower()
+    assert "None" not in page
+    figures = rollout("project/new").report()
+    row = next(line for line in page.splitlines() if line.startswith("| project/new |"))
+    assert f"{figures['errors']} / {figures['requests']}" in row
+    assert f"| {figures['rollout_seconds']:g} |" in row
+    assert "connect 1" in row
+    assert "| project/bad-release |" in page
+    assert "ratio 1.00" in page  # baseline and project rolled the same in this sample
+    # the phases, labelled, one column per variant that rolled
+    assert "| endpoint propagation (deletion -> no node routes to it) | 1.2 | 1.2 |" in page
+    assert "| rollout / floor |" in page
+    # the unchanged deploy.yml and the worker outage
+    assert "| project | 4.7 | 4.8 | 4.7, 4.6, 4.8 | 0 | 0 |" in page
+    assert "| worker powered off | lab-worker-2 |" in page
+    assert "| node NotReady at (s) | 41 |" in page
+    assert "not whole again within 420 s" in page
+    # conformance: counts, the failure's first line, the slowest, pipes escaped
+    assert "| 2 | 1 | 1 | 7020 | 27.5 | no | `\\[Conformance\\]` | - |" in page
+    assert f"| {FAILED_TEST} | 300.2 | listen tcp4 :54322: bind: address already in use |" in page
+    assert SLOW_TEST.replace("|", "\\|") in page
+    assert "No `reports/conformance-dry-run.json` yet: `make conformance ARGS=--dry-run` writes it." in page
+
+
+def test_missing_reports_name_the_command_that_writes_them(tmp_path: Path):
+    page = report.render_page(tmp_path / "absent", date="2026-01-02", commit="abc1234")
+    assert "No `reports/rollout.json` yet: `make bench-rollout` writes it." in page
+    assert "No `reports/conformance.json` yet: `make conformance` writes it." in page
+
+
+def test_a_run_without_the_outage_says_how_to_measure_it(tmp_path: Path):
+    write(tmp_path, "rollout.json", rollout_document(with_outage=False))
+    page = report.render_page(tmp_path, date="d", commit="c")
+    assert "`make bench-rollout ARGS=--worker-outage` adds it" in page
+
+
+def test_missing_keys_show_as_dashes(tmp_path: Path):
+    write(tmp_path, "rollout.json", {"variants": {"project/new": {"variant": "project/new", "phases": {"floor": 3}}}})
+    write(tmp_path, "conformance.json", {"tests": [{"state": "failed"}]})
+    write(tmp_path, "conformance-dry-run.json", {"dry_run": True, "selected": 388})
+    page = report.render_page(tmp_path, date="d", commit="c")
+    assert "| project/new | - | - | - | - | - | - | - / - |" in page
+    assert "| floor: created -> ready + propagation + drain | 3 |" in page
+    assert "| 388 | - | - | - |" in page
+    assert "None" not in page
+
+
+def test_unreadable_and_unknown_reports(tmp_path: Path):
+    write(tmp_path, "other.json", {"requests": 10, "kinds": {"a": 1}, "runs": [1, 2]})
+    (tmp_path / "conformance.json").write_text("{not json")
+    page = report.render_page(tmp_path, date="d", commit="c")
+    assert "## reports/other.json" in page
+    assert "| requests | 10 |" in page and "| kinds | (1 keys) |" in page and "| runs | (2 items) |" in page
+    assert "Could not read it:" in page
+
+
+def test_every_phase_and_outage_figure_the_writers_produce_has_a_label():
+    phases = rollout("project/new").report()["phases"]
+    assert isinstance(phases, dict) and phases
+    assert set(phases) - report.PHASE_DETAILS <= set(report.PHASE_LABELS)
+    figures = set(outage().report())
+    assert set(report.OUTAGE_LABELS) <= figures
+
+
+def test_the_command_writes_the_page(tmp_path: Path):
+    write(tmp_path / "reports", "conformance.json", conformance_document())
+    output = tmp_path / "docs" / "measured.md"
+    assert report.report_command(["--reports", str(tmp_path / "reports"), "--output", str(output)]) == 0
+    text = output.read_text()
+    assert text.startswith("# Measured\n") and "## Kubernetes conformance" in text
+
+
+def test_regexes_are_code_and_pipes_escaped_once():
+    page = report.render_page(Path("/nonexistent"), date="d", commit="c")
+    assert "None" not in page
+    lines = report.conformance_section({"dry_run": True, "selected": 1, "focus": r"\[Serial\]|\[Slow\]"})
+    assert r"| 1 | - | `\[Serial\]\|\[Slow\]` | - |" in lines
