@@ -11,12 +11,15 @@ from pathlib import Path
 
 import yaml
 
+from lab.nodes.topology import Lab
 from lab.paths import REPO
 from lab.run import StepFailed
 
 INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
-# cluster_kubeconfig_local_path of the lab (cluster_name kubeadm-demo)
-KUBECONFIG = Path.home() / ".kube" / "kubeadm-demo.conf"
+# cluster_kubeconfig_local_path of the default lab, set in the inventory `lab up`
+# writes: the lab's own state directory, never ~/.kube/<cluster_name>.conf, where
+# an AWS cluster of the same (default) name keeps its kubeconfig.
+KUBECONFIG = Lab.from_env().kubeconfig
 
 
 @dataclass(frozen=True)

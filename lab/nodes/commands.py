@@ -53,6 +53,8 @@ def write_inventory(lab: Lab, nodes: list[Node]) -> None:
                 "ansible_ssh_private_key_file": str(SSH_KEY),
                 "ansible_ssh_common_args": f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes",
                 "ansible_python_interpreter": "/usr/bin/python3",
+                # the lab's own, apart from ~/.kube/<cluster_name>.conf of an AWS cluster
+                "cluster_kubeconfig_local_path": str(lab.kubeconfig),
             },
             "children": {group: {"hosts": hosts} for group, hosts in groups.items()},
         }

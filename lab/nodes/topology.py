@@ -107,6 +107,11 @@ class Lab:
         return ipaddress.IPv4Interface(f"{self.network[1]}/{self.network.prefixlen}")
 
     @property
+    def kubeconfig(self) -> Path:
+        """Where the master role puts this lab's admin kubeconfig (cluster_kubeconfig_local_path)."""
+        return self.state_dir / "admin.conf"
+
+    @property
     def known_hosts(self) -> Path:
         return self.state_dir / "known_hosts"
 

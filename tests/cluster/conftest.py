@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from lab.cluster import KUBECONFIG
 from tests.conftest import LabCluster
 from tests.node.lab_inventory import Inventory, _ansible_tools_on_path, lab_inventory, setting  # noqa: F401
 
@@ -23,9 +23,10 @@ def inventory(lab_cluster: LabCluster) -> Inventory:
 
 @pytest.fixture(scope="session")
 def kubeconfig(inventory: Inventory) -> Path:
-    # the master role fetches the admin kubeconfig here (cluster_kubeconfig_local_path)
-    name = str(setting(inventory, inventory.master, "cluster_name"))
-    path = Path(os.environ.get("CLUSTER_KUBECONFIG", Path.home() / ".kube" / f"{name}.conf"))
+    # the master role fetches the admin kubeconfig here: the lab's inventory names
+    # the lab's own path, never ~/.kube/<cluster_name>.conf of an AWS cluster
+    path = Path(str(setting(inventory, inventory.master, "cluster_kubeconfig_local_path")))
+    assert path == KUBECONFIG, f"the lab inventory's cluster_kubeconfig_local_path is {path}, not {KUBECONFIG}"
     assert path.is_file(), f"{path} is missing: the master role fetches it (cluster_kubeconfig_local_path)"
     return path
 
