@@ -64,7 +64,7 @@ class SuiteImage:
     registry_key: str  # KUBE_TEST_REPO_LIST key of its registry in manifest.go
     name: str  # name and tag as manifest.go has them
     tag: str
-    how: str  # one line for the README
+    how: str  # one line for docs/conformance.md
 
     @property
     def reference(self) -> str:

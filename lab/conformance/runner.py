@@ -49,7 +49,7 @@ SUITE_TIMEOUT = "24h"
 
 # Tests that cannot run on the lab (offline, nspawn nodes, ...): exact name
 # (as the report prints it, without "[It] ") -> why. Skipped by default and
-# listed in the README; a failure that points at the roles is fixed there,
+# listed in docs/conformance.md; a failure that points at the roles is fixed there,
 # never added here.
 LAB_SKIPS: dict[str, str] = {}
 
