@@ -65,8 +65,14 @@ class Moto:
         }
 
     def ec2(self) -> Any:
+        return self.client("ec2")
+
+    def elbv2(self) -> Any:
+        return self.client("elbv2")
+
+    def client(self, service: str) -> Any:
         return boto3.client(
-            "ec2",
+            service,
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id="testing",
@@ -234,7 +240,10 @@ def tags(resource: dict[str, Any]) -> dict[str, str]:
 
 def snapshot(ec2: Any) -> dict[str, set[str]]:
     """The id of every resource in the region, by kind: what a run may have created or deleted."""
+    elbv2 = _elbv2_beside(ec2)
     return {
+        "load_balancers": {lb["LoadBalancerArn"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]},
+        "target_groups": {g["TargetGroupArn"] for g in elbv2.describe_target_groups()["TargetGroups"]},
         "vpcs": {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]},
         "subnets": {s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]},
         "internet_gateways": {g["InternetGatewayId"] for g in ec2.describe_internet_gateways()["InternetGateways"]},
@@ -248,7 +257,16 @@ def snapshot(ec2: Any) -> dict[str, set[str]]:
 
 def described(ec2: Any) -> dict[str, list[dict[str, Any]]]:
     """Every resource `snapshot` counts, as AWS describes it (tags, rules, attributes): "exactly as it was"."""
+    elbv2 = _elbv2_beside(ec2)
     found = {
+        "load_balancers": [
+            {**lb, "Tags": elb_tags(elbv2, lb["LoadBalancerArn"]), "Listeners": listeners(elbv2, lb)}
+            for lb in elbv2.describe_load_balancers()["LoadBalancers"]
+        ],
+        "target_groups": [
+            {**g, "Tags": elb_tags(elbv2, g["TargetGroupArn"]), "Targets": targets(elbv2, g["TargetGroupArn"])}
+            for g in elbv2.describe_target_groups()["TargetGroups"]
+        ],
         "vpcs": ec2.describe_vpcs()["Vpcs"],
         "subnets": ec2.describe_subnets()["Subnets"],
         "internet_gateways": ec2.describe_internet_gateways()["InternetGateways"],
@@ -267,7 +285,18 @@ def described(ec2: Any) -> dict[str, list[dict[str, Any]]]:
 def tagged(ec2: Any, cluster_name: str) -> dict[str, list[str]]:
     """Every resource still carrying Cluster=<cluster_name>, by kind (terminated instances excluded)."""
     f = tag_filter(cluster_name)
+    elbv2 = _elbv2_beside(ec2)
     found = {
+        "load_balancers": [
+            lb["LoadBalancerArn"]
+            for lb in elbv2.describe_load_balancers()["LoadBalancers"]
+            if tags({"Tags": elb_tags(elbv2, lb["LoadBalancerArn"])}).get("Cluster") == cluster_name
+        ],
+        "target_groups": [
+            g["TargetGroupArn"]
+            for g in elbv2.describe_target_groups()["TargetGroups"]
+            if tags({"Tags": elb_tags(elbv2, g["TargetGroupArn"])}).get("Cluster") == cluster_name
+        ],
         "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=f)["Vpcs"]],
         "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=f)["Subnets"]],
         "internet_gateways": [
@@ -280,6 +309,32 @@ def tagged(ec2: Any, cluster_name: str) -> dict[str, list[str]]:
         "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=f)["Volumes"]],
     }
     return {kind: ids for kind, ids in found.items() if ids}
+
+
+def _elbv2_beside(ec2: Any) -> Any:
+    """An elbv2 client for the endpoint and region of an ec2 client."""
+    return boto3.client(
+        "elbv2",
+        endpoint_url=ec2.meta.endpoint_url,
+        region_name=ec2.meta.region_name,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def elb_tags(elbv2: Any, arn: str) -> list[dict[str, str]]:
+    """A load balancer's or target group's tags, as EC2 lists them (Key, Value), sorted."""
+    return sorted(elbv2.describe_tags(ResourceArns=[arn])["TagDescriptions"][0]["Tags"], key=lambda t: t["Key"])
+
+
+def listeners(elbv2: Any, load_balancer: dict[str, Any]) -> list[dict[str, Any]]:
+    return elbv2.describe_listeners(LoadBalancerArn=load_balancer["LoadBalancerArn"])["Listeners"]
+
+
+def targets(elbv2: Any, target_group_arn: str) -> list[tuple[str, int]]:
+    """(instance id, port) of every target registered in the group, sorted."""
+    health = elbv2.describe_target_health(TargetGroupArn=target_group_arn)["TargetHealthDescriptions"]
+    return sorted((t["Target"]["Id"], t["Target"]["Port"]) for t in health)
 
 
 def inventory(moto: Moto, cluster_name: str) -> dict[str, Any]:

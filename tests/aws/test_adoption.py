@@ -1,7 +1,8 @@
 """Nothing the project did not create is taken over, changed or deleted.
 
-A key pair, VPC, subnet or security group that already exists under the name
-the role would use, without this cluster's tag, stops the run before any
+A key pair, VPC, subnet, security group, load balancer or target group that
+already exists under the name the role would use, without this cluster's
+tag, stops the run before any
 change, with a message naming it and the way out; teardown afterwards leaves
 it exactly as it was (tags, rules and all). Before this check, a same-named
 key pair was re-tagged Cluster=<name> and teardown then deleted it.
@@ -59,6 +60,14 @@ def users(moto: Moto, public_key: Path) -> dict[str, Any]:
             {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "IpRanges": [{"CidrIp": "10.30.0.0/16"}]}
         ],
     )
+    # clusters "lbclash" and "tgclash": the user's NLB and target group named like their app's (<cluster>-app)
+    elbv2 = moto.elbv2()
+    elbv2.create_load_balancer(
+        Name="lbclash-app", Type="network", Subnets=[users_subnet], Tags=[{"Key": "Owner", "Value": "web"}]
+    )
+    elbv2.create_target_group(
+        Name="tgclash-app", Protocol="TCP", Port=8080, VpcId=vpc, Tags=[{"Key": "Team", "Value": "data"}]
+    )
     return {"subnet": subnet, "users_subnet": users_subnet, "group": group, "before": described(ec2)}
 
 
@@ -72,6 +81,8 @@ CASES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         {"ec2_subnet_id": "{users_subnet}", "ec2_worker_count": 0},
         ["grpclash-nodes ({group})", "Cluster=grpclash", '"Cluster": "legacy"', "cluster_name"],
     ),
+    ("load balancer", "lbclash", {}, ["network load balancer(s) lbclash-app", '"Owner": "web"', "ec2_app_lb_name"]),
+    ("target group", "tgclash", {}, ["target group(s) tgclash-app", '"Team": "data"', "ec2_app_lb_name"]),
 ]
 
 

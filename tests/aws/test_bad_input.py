@@ -55,6 +55,23 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("root volume of 0 GiB", {"ec2_root_volume_size": 0}, ["ec2_root_volume_size"]),
     ("zone of another region", {"ec2_availability_zone": "eu-west-1a"}, ["ec2_availability_zone", "ec2_region"]),
     ("instance type without a size", {"ec2_master_instance_type": "t3"}, ["ec2_master_instance_type"]),
+    # the app's load balancer: AWS's ranges for a listener and a health check
+    ("listener port 0", {"ec2_app_lb_port": 0}, ["ec2_app_lb_port must be a whole number from 1 to 65535"]),
+    (
+        "health check every 4 s",
+        {"ec2_app_lb_health_check_interval": 4},
+        ["ec2_app_lb_health_check_interval", "5 to 300"],
+    ),
+    (
+        "health check timeout not below the interval",
+        {"ec2_app_lb_health_check_timeout": 5},
+        ["ec2_app_lb_health_check_timeout (5) must be less than ec2_app_lb_health_check_interval (5)"],
+    ),
+    ("unhealthy threshold 11", {"ec2_app_lb_unhealthy_threshold": 11}, ["ec2_app_lb_unhealthy_threshold", "2 to 10"]),
+    # <cluster_name>-app: AWS's 32 characters
+    ("load balancer name too long", {"cluster_name": "a" * 29}, ["ec2_app_lb_name must be 1 to 32"]),
+    ("app open to the internet unasked", {"ec2_app_lb_cidr": "0.0.0.0/0"}, ["ec2_app_lb_cidr", "ec2_allow_any_source"]),
+    ("NodePort outside Kubernetes' range", {"app_node_port": 8080}, ["app_node_port must be a NodePort", "8080"]),
 ]
 
 # Well formed, but not what the region holds: found with read-only calls.

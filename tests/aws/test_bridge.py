@@ -93,6 +93,9 @@ def test_bridge_lets_pod_addresses_through_and_nothing_for_calico(moto: Moto, pu
         (master, "tcp", 53, 53, POD_CIDR),
         (workers, "tcp", 10250, 10250, master),
         (workers, "tcp", 30000, 32767, ADMIN_CIDR),
+        # the app's NLB (defaults: the app role's NodePort, clients from ec2_nodeport_cidr)
+        (workers, "tcp", 30080, 30080, ADMIN_CIDR),
+        (workers, "tcp", 30080, 30080, "10.0.1.0/24"),
         # pods from other nodes, and nodes (NodePort forwarding, the API server) to the workers' pods
         (workers, "-1", None, None, POD_CIDR),
         (workers, "-1", None, None, nodes),

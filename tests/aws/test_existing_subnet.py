@@ -93,6 +93,9 @@ def test_ipip_opens_protocol_4_and_bgp_and_turns_the_source_destination_check_of
         (master, "tcp", 10250, 10250, master),
         (workers, "tcp", 10250, 10250, master),
         (workers, "tcp", 30000, 32767, "0.0.0.0/0"),  # ec2_nodeport_cidr follows ec2_admin_cidr
+        # the app's NLB: its clients (ec2_app_lb_cidr follows ec2_nodeport_cidr), its health checks from this subnet
+        (workers, "tcp", 30080, 30080, "0.0.0.0/0"),
+        (workers, "tcp", 30080, 30080, "10.20.1.0/24"),
     }
     assert [n["SourceDestCheck"] for n in live_instances(ec2, tag_filter(CLUSTER))] == [False]
 

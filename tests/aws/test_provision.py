@@ -1,8 +1,10 @@
-"""provision.yml, the aws_ec2 inventory and teardown.yml against moto, in the order a user runs them.
+"""provision.yml, the aws_ec2 inventory, deploy's look-up of the app's NLB and teardown.yml against moto.
 
 The module provisions one cluster next to resources that belong to someone
-else, inspects it, re-runs, scales it, and tears it down; the tests run in
-file order and share that cluster.
+else, inspects it, re-runs, scales it out and in, and tears it down, in the
+order a user runs them; the tests run in file order and share that cluster.
+moto runs no health checks: the NLB tests prove configuration, registration,
+idempotence and teardown.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from tests.aws.conftest import (
     NEWEST_JAMMY_AMD64,
     Moto,
     PlaybookRun,
+    elb_tags,
     ingress_rules,
     inventory,
+    listeners,
     live_instances,
     provision,
+    run_playbook,
     snapshot,
     tag_filter,
     tagged,
     tags,
+    targets,
     teardown,
 )
 
@@ -33,17 +39,27 @@ pytestmark = pytest.mark.aws
 
 CLUSTER = "demo"
 NODEPORT_CIDR = "198.51.100.0/24"
+APP_CIDR = "192.0.2.0/24"
+# The app's NodePort: the app role's variable, which the target group follows.
+NODE_PORT = 31080
 # Non-default choices, so the test sees them reach AWS.
 OVERRIDES: dict[str, Any] = {
     "ec2_nodeport_cidr": NODEPORT_CIDR,
     "ec2_worker_instance_type": "t3.small",
     "ec2_extra_tags": {"Owner": "aws-tests"},
+    "app_node_port": NODE_PORT,
+    "ec2_app_lb_port": 8080,
+    "ec2_app_lb_cidr": APP_CIDR,
+    "ec2_app_lb_health_check_interval": 10,
+    "ec2_app_lb_health_check_timeout": 6,
+    "ec2_app_lb_healthy_threshold": 3,
+    "ec2_app_lb_unhealthy_threshold": 4,
 }
 
 
 @pytest.fixture(scope="module")
 def bystanders(moto: Moto, public_key: Path) -> dict[str, str]:
-    """Resources teardown must not touch: another cluster's VPC, group, key and instance, an untagged group."""
+    """Resources teardown must not touch: another cluster's VPC, group, key, instance and NLB, an untagged group."""
     moto.reset()
     ec2 = moto.ec2()
     other = [{"Key": "Cluster", "Value": "other"}]
@@ -76,6 +92,9 @@ def bystanders(moto: Moto, public_key: Path) -> dict[str, str]:
             }
         ],
     )["Instances"][0]["InstanceId"]
+    elbv2 = moto.elbv2()
+    elbv2.create_load_balancer(Name="other-app", Type="network", Subnets=[subnet], Tags=other)
+    elbv2.create_target_group(Name="other-app", Protocol="TCP", Port=30080, VpcId=vpc, Tags=other)
     return {"vpc": vpc, "group": group, "untagged_group": untagged_group, "instance": instance}
 
 
@@ -137,7 +156,82 @@ def test_security_groups_allow_exactly_the_cluster_ports(moto: Moto, first_run: 
         (master, "tcp", 10250, 10250, master),
         (workers, "tcp", 10250, 10250, master),
         (workers, "tcp", 30000, 32767, NODEPORT_CIDR),
+        # the app's NLB has no security group: its clients arrive with their own
+        # addresses, its health checks from its addresses in the subnet
+        (workers, "tcp", NODE_PORT, NODE_PORT, APP_CIDR),
+        (workers, "tcp", NODE_PORT, NODE_PORT, "10.0.1.0/24"),
     }
+
+
+def running_workers(moto: Moto) -> list[tuple[str, int]]:
+    """(instance id, NodePort) of the cluster's running workers: what the app's target group must hold."""
+    filters = [*tag_filter(CLUSTER), {"Name": "tag:Role", "Values": ["worker"]}]
+    return sorted(
+        (i["InstanceId"], NODE_PORT) for i in live_instances(moto.ec2(), filters) if i["State"]["Name"] == "running"
+    )
+
+
+def app_target_group(moto: Moto) -> dict[str, Any]:
+    groups = moto.elbv2().describe_target_groups(Names=["demo-app"])["TargetGroups"]
+    assert len(groups) == 1, groups
+    return groups[0]
+
+
+def test_app_load_balancer_forwards_to_the_workers_nodeport(moto: Moto, first_run: PlaybookRun, vpc: dict[str, Any]):
+    elbv2 = moto.elbv2()
+    balancers = [lb for lb in elbv2.describe_load_balancers()["LoadBalancers"] if lb["VpcId"] == vpc["VpcId"]]
+    assert [(lb["LoadBalancerName"], lb["Type"], lb["Scheme"]) for lb in balancers] == [
+        ("demo-app", "network", "internet-facing")
+    ]
+    balancer = balancers[0]
+    subnets = moto.ec2().describe_subnets(Filters=tag_filter(CLUSTER))["Subnets"]
+    assert [z["SubnetId"] for z in balancer["AvailabilityZones"]] == [s["SubnetId"] for s in subnets]
+    assert not balancer.get("SecurityGroups")  # so the workers see the clients' addresses
+    expected_tags = {"Cluster": CLUSTER, "Name": "demo-app", "Owner": "aws-tests"}
+    assert tags({"Tags": elb_tags(elbv2, balancer["LoadBalancerArn"])}) == expected_tags
+
+    group = app_target_group(moto)
+    assert [
+        (a["Type"], a["TargetGroupArn"], listener["Protocol"], listener["Port"])
+        for listener in listeners(elbv2, balancer)
+        for a in listener["DefaultActions"]
+    ] == [("forward", group["TargetGroupArn"], "TCP", 8080)]
+    assert {key: group.get(key) for key in HEALTH_CHECK} == {
+        "Protocol": "TCP",
+        "Port": NODE_PORT,
+        "TargetType": "instance",
+        "VpcId": vpc["VpcId"],
+        # GET /health (the pods' readiness) through each worker's NodePort
+        "HealthCheckProtocol": "HTTP",
+        "HealthCheckPort": "traffic-port",
+        "HealthCheckPath": "/health",
+        "Matcher": {"HttpCode": "200"},
+        "HealthCheckIntervalSeconds": 10,
+        "HealthCheckTimeoutSeconds": 6,
+        "HealthyThresholdCount": 3,
+        "UnhealthyThresholdCount": 4,
+    }
+    assert tags({"Tags": elb_tags(elbv2, group["TargetGroupArn"])}) == expected_tags
+    assert targets(elbv2, group["TargetGroupArn"]) == running_workers(moto)
+    assert len(running_workers(moto)) == 1
+    # the run ends by telling where the app will answer (moto's DNS name)
+    assert "load balancer: http://demo-app-1.us-east-1.elb.amazonaws.com:8080/" in first_run.output
+
+
+HEALTH_CHECK = [
+    "Protocol",
+    "Port",
+    "TargetType",
+    "VpcId",
+    "HealthCheckProtocol",
+    "HealthCheckPort",
+    "HealthCheckPath",
+    "Matcher",
+    "HealthCheckIntervalSeconds",
+    "HealthCheckTimeoutSeconds",
+    "HealthyThresholdCount",
+    "UnhealthyThresholdCount",
+]
 
 
 def test_no_ingress_is_open_to_the_internet(moto: Moto, first_run: PlaybookRun):
@@ -226,7 +320,7 @@ def test_more_workers_adds_one_and_leaves_the_others(moto: Moto, public_key: Pat
 
     run = provision(moto, CLUSTER, public_key, **OVERRIDES, ec2_worker_count=2)
     assert run.ok, run.output
-    assert run.changed == 1, run.output  # the launch task, nothing else
+    assert run.changed == 2, run.output  # the launch task and the target group, nothing else
 
     now = {i["InstanceId"]: i for i in live_instances(ec2, tag_filter(CLUSTER))}
     added = set(now) - set(existing)
@@ -238,6 +332,40 @@ def test_more_workers_adds_one_and_leaves_the_others(moto: Moto, public_key: Pat
         assert now[instance_id]["LaunchTime"] == instance["LaunchTime"]
 
     assert sorted(inventory(moto, CLUSTER)["workers"]["hosts"]) == ["demo-worker-1", "demo-worker-2"]
+    # the new worker serves the app through the load balancer too
+    registered = targets(moto.elbv2(), app_target_group(moto)["TargetGroupArn"])
+    assert registered == running_workers(moto)
+    assert len(registered) == 2
+
+
+def test_a_worker_that_no_longer_runs_leaves_the_load_balancer(moto: Moto, public_key: Path, first_run: PlaybookRun):
+    # Scaling in: the worker is stopped (AWS itself deregisters a terminated
+    # one) and ec2_worker_count lowered; the re-run deregisters it.
+    ec2 = moto.ec2()
+    worker_2 = live_instances(ec2, [*tag_filter(CLUSTER), {"Name": "tag:Name", "Values": ["demo-worker-2"]}])
+    ec2.stop_instances(InstanceIds=[worker_2[0]["InstanceId"]])
+
+    run = provision(moto, CLUSTER, public_key, **OVERRIDES, ec2_worker_count=1)
+    assert run.ok, run.output
+    assert run.changed == 1, run.output  # the target group, nothing else
+    registered = targets(moto.elbv2(), app_target_group(moto)["TargetGroupArn"])
+    assert registered == running_workers(moto)
+    assert worker_2[0]["InstanceId"] not in dict(registered)
+    assert len(registered) == 1
+
+
+def test_deploy_finds_the_load_balancer_and_checks_the_app_through_it(moto: Moto, first_run: PlaybookRun):
+    # deploy.yml in a run of its own, told nothing of the NLB (not even its
+    # port): it finds it by name and tag. With no cluster behind moto the app
+    # role stops at its kubeconfig check, after the address is set.
+    extra = {"cluster_name": CLUSTER, "ec2_region": "us-east-1", "cluster_kubeconfig_local_path": "/nonexistent"}
+    run = run_playbook(moto, "deploy.yml", CLUSTER, extra)
+    address = "demo-app-1.us-east-1.elb.amazonaws.com:8080"  # moto's DNS name, the listener's port
+    assert f"The app is checked through its load balancer: http://{address}/" in run.output
+    handed_to_the_app_role = run.output.split("TASK [Check the app through its load balancer]")[1].split("TASK [")[0]
+    assert "ok: [localhost]" in handed_to_the_app_role, run.output
+    assert not run.ok
+    assert "No kubeconfig at cluster_kubeconfig_local_path" in run.output
 
 
 def test_teardown_refuses_without_a_cluster_name(moto: Moto, first_run: PlaybookRun):

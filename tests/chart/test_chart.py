@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,7 +62,19 @@ def test_lint_strict():
         assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("options", [[], NON_DEFAULT], ids=["defaults", "non-defaults"])
+MIN_AVAILABLE_BUDGET = [
+    "--set",
+    "podDisruptionBudget.maxUnavailable=null",
+    "--set-string",
+    "podDisruptionBudget.minAvailable=50%",
+    "--set",
+    "podDisruptionBudget.unhealthyPodEvictionPolicy=IfHealthyBudget",
+]
+
+
+@pytest.mark.parametrize(
+    "options", [[], NON_DEFAULT, MIN_AVAILABLE_BUDGET], ids=["defaults", "non-defaults", "minAvailable-budget"]
+)
 def test_rendered_manifests_validate_against_kubernetes_1_29(tmp_path, options):
     manifest = tmp_path / "rendered.yaml"
     manifest.write_text(yaml.safe_dump_all(render(*options)))
@@ -185,6 +198,16 @@ def test_awkward_messages_render_exactly(tmp_path, message):
         (["--set", "image.unknownKey=1"], "unknownKey"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "podDisruptionBudget.enabled=maybe"], "enabled"),
+        # a budget of 0 would block every drain
+        (["--set", "podDisruptionBudget.maxUnavailable=0"], "maxUnavailable"),
+        (["--set-string", "podDisruptionBudget.maxUnavailable=0%"], "maxUnavailable"),
+        (["--set-string", "podDisruptionBudget.minAvailable=101%"], "minAvailable"),
+        (["--set", "podDisruptionBudget.unhealthyPodEvictionPolicy=Never"], "unhealthyPodEvictionPolicy"),
+        (["--set", "rollout.revisionHistoryLimit=-1"], "revisionHistoryLimit"),
+        # no template falls back on a default of its own: what it renders is required
+        (["--set", "rollout.revisionHistoryLimit=null"], "revisionHistoryLimit"),
+        (["--set", "topologySpread.maxSkew=null"], "maxSkew"),
+        (["--set", "topologySpread.maxSkew=0"], "maxSkew"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -216,7 +239,11 @@ def test_rollout_settings_for_zero_downtime():
     graceful = int(next(e["value"] for e in container["env"] if e["name"] == "GRACEFUL_TIMEOUT"))
     assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful + 5
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
-    assert find(render(), "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    budget = find(render(), "PodDisruptionBudget")["spec"]
+    # a drain evicts one pod at a time, and a pod that is not ready never holds it up
+    assert budget["maxUnavailable"] == 1
+    assert "minAvailable" not in budget
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_grace_period_follows_the_timeouts():
@@ -286,3 +313,158 @@ def test_notes_print_the_exact_curl_line(tmp_path):
     notes = yaml.safe_load(rendered)["data"]["notes"]
     assert 'curl -s "http://${NODE_IP}:31234/version"' in notes
     assert '{"message": "hola"}' in notes
+
+
+# --- every accepted value renders as given -----------------------------------
+
+
+def rendered_at(docs: list[dict], kind: str, path: str) -> object:
+    value: object = find(docs, kind)
+    for key in path.split("."):
+        value = value[int(key)] if isinstance(value, list) else value[key]  # type: ignore[index]
+    return value
+
+
+# (values given, as --set arguments, the object and field they render to, the value expected there).
+# The zeros and falses first: a template's `| default` turns them into its own default.
+AS_GIVEN = [
+    (["--set", "rollout.revisionHistoryLimit=0"], "Deployment", "spec.revisionHistoryLimit", 0),
+    (
+        ["--set", "podDisruptionBudget.maxUnavailable=null", "--set", "podDisruptionBudget.minAvailable=0"],
+        "PodDisruptionBudget",
+        "spec.minAvailable",
+        0,
+    ),
+    (
+        ["--set", "podDisruptionBudget.maxUnavailable=null", "--set-string", "podDisruptionBudget.minAvailable=0%"],
+        "PodDisruptionBudget",
+        "spec.minAvailable",
+        "0%",
+    ),
+    (["--set", "rollout.minReadySeconds=0"], "Deployment", "spec.minReadySeconds", 0),
+    (["--set", "rollout.maxUnavailable=0"], "Deployment", "spec.strategy.rollingUpdate.maxUnavailable", 0),
+    (
+        ["--set", "livenessProbe.initialDelaySeconds=0"],
+        "Deployment",
+        "spec.template.spec.containers.0.livenessProbe.initialDelaySeconds",
+        0,
+    ),
+    (["--set", "rollout.revisionHistoryLimit=3"], "Deployment", "spec.revisionHistoryLimit", 3),
+    (["--set", "topologySpread.maxSkew=2"], "Deployment", "spec.template.spec.topologySpreadConstraints.0.maxSkew", 2),
+    (
+        ["--set", "topologySpread.whenUnsatisfiable=DoNotSchedule"],
+        "Deployment",
+        "spec.template.spec.topologySpreadConstraints.0.whenUnsatisfiable",
+        "DoNotSchedule",
+    ),
+    (["--set", "podDisruptionBudget.maxUnavailable=2"], "PodDisruptionBudget", "spec.maxUnavailable", 2),
+    (["--set-string", "podDisruptionBudget.maxUnavailable=50%"], "PodDisruptionBudget", "spec.maxUnavailable", "50%"),
+    (
+        ["--set", "podDisruptionBudget.unhealthyPodEvictionPolicy=IfHealthyBudget"],
+        "PodDisruptionBudget",
+        "spec.unhealthyPodEvictionPolicy",
+        "IfHealthyBudget",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "kind", "path", "expected"), AS_GIVEN, ids=[" ".join(case[0][1::2]) for case in AS_GIVEN]
+)
+def test_every_accepted_value_renders_as_given(options, kind, path, expected):
+    assert rendered_at(render(*options), kind, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "kind", "path", "expected"), AS_GIVEN[:3], ids=["revisionHistoryLimit", "minAvailable", "minAvailable%"]
+)
+def test_zeros_from_a_values_file_render_as_given(tmp_path, options, kind, path, expected):
+    """A values file gives numbers as floats, --set as integers: both must arrive as given."""
+    values: dict = {}
+    for setting in options[1::2]:
+        key, _, raw = setting.partition("=")
+        *parents, leaf = key.split(".")
+        node = values
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = None if raw == "null" else raw if raw.endswith("%") else int(raw)
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    assert rendered_at(render("-f", str(values_file)), kind, path) == expected
+
+
+# --- the PodDisruptionBudget never blocks a drain for good -------------------
+
+
+def scaled(value: int | str, replicas: int) -> int:
+    """Kubernetes' GetScaledValueFromIntOrPercent as the disruption controller calls it (rounding up)."""
+    if isinstance(value, str):
+        return math.ceil(int(value.rstrip("%")) * replicas / 100)
+    return value
+
+
+def evictions_allowed(budget: dict, replicas: int) -> int:
+    """The budget's status.disruptionsAllowed when all `replicas` pods of the Deployment are ready."""
+    if "maxUnavailable" in budget:
+        desired_healthy = max(0, replicas - scaled(budget["maxUnavailable"], replicas))
+    else:
+        desired_healthy = scaled(budget["minAvailable"], replicas)
+    return max(0, replicas - desired_healthy)
+
+
+# The budget settings a user can give: the default, other maxUnavailable values,
+# and minAvailable (which needs maxUnavailable unset) from 0 to all of the pods.
+BUDGETS: dict[str, list[str]] = {
+    "defaults": [],
+    "maxUnavailable=2": ["--set", "podDisruptionBudget.maxUnavailable=2"],
+    "maxUnavailable=1%": ["--set-string", "podDisruptionBudget.maxUnavailable=1%"],
+    "maxUnavailable=100%": ["--set-string", "podDisruptionBudget.maxUnavailable=100%"],
+    **{
+        f"minAvailable={value}": [
+            "--set",
+            "podDisruptionBudget.maxUnavailable=null",
+            "--set-string" if value.endswith("%") else "--set",
+            f"podDisruptionBudget.minAvailable={value}",
+        ]
+        for value in ("0", "1", "2", "3", "0%", "34%", "50%", "67%", "100%")
+    },
+}
+
+
+@pytest.mark.parametrize("budget", BUDGETS, ids=list(BUDGETS))
+@pytest.mark.parametrize("replicas", [1, 2, 3], ids=lambda r: f"replicaCount={r}")
+def test_no_budget_the_chart_renders_blocks_every_drain(replicas, budget):
+    """kubectl drain waits until the budget allows an eviction: with every pod ready it must allow one,
+    or the chart must refuse the values, naming them."""
+    options = ["--set", f"replicaCount={replicas}", *BUDGETS[budget]]
+    result = helm("template", "demo", CHART, "--kube-version", KUBE_VERSION, *options, check=False)
+    if result.returncode != 0:
+        # only a minAvailable that keeps every pod may be refused
+        min_available = budget.removeprefix("minAvailable=")
+        assert budget.startswith("minAvailable="), result.stderr
+        value: int | str = min_available if min_available.endswith("%") else int(min_available)
+        assert scaled(value, replicas) >= replicas, result.stderr
+        assert f"podDisruptionBudget.minAvailable ({min_available})" in result.stderr
+        assert f"replicaCount ({replicas})" in result.stderr
+        return
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert find(docs, "Deployment")["spec"]["replicas"] == replicas
+    spec = find(docs, "PodDisruptionBudget")["spec"]
+    assert evictions_allowed(spec, replicas) >= 1, spec
+    assert spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_budget_with_both_limits_is_refused_naming_them():
+    result = helm(
+        "template",
+        "demo",
+        CHART,
+        "--kube-version",
+        KUBE_VERSION,
+        "--set",
+        "podDisruptionBudget.minAvailable=1",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "set maxUnavailable (1) or minAvailable (1), not both" in result.stderr
+    assert "podDisruptionBudget.maxUnavailable=null" in result.stderr

@@ -5,12 +5,23 @@ Run after playbooks/cluster.yml: `.venv/bin/python -m pytest -m node tests/node`
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+import testinfra
+import yaml
 
-from tests.node.lab_inventory import Inventory, setting
+from lab.paths import REPO
+from tests.conftest import VENV_BIN, run_tool
+from tests.node.lab_inventory import Inventory, setting, ssh_host_url
 
 pytestmark = pytest.mark.node
 
@@ -24,13 +35,91 @@ def test_swap_is_off(host):
     assert active == [], f"swap is on: {active}"
 
 
-def test_swap_stays_off_after_reboot(host):
+# A swap file in /etc/fstab, as an EC2 image may bring one. The lab's node image
+# has no swap line at all, so the fixture adds one for the role to turn off.
+# Swap is global to the kernel the lab nodes share: the file is made a swap
+# area (mkswap) but never switched on, and the cleanup switches it off should
+# anything have. systemd ignores fstab swap entries inside a container, so on
+# the lab a reboot could not switch it on either; what the role must do, and
+# what boot reads on EC2, is the fstab entry commented out.
+SWAP_FILE = "/var/lib/kubeadm-node-test.swap"
+SWAP_ENTRY = f"{SWAP_FILE} none swap sw 0 0"
+
+
+def fstab_swap_sources(host) -> list[str]:
+    """The swap areas /etc/fstab would switch on at boot (comments ignored, as boot ignores them)."""
+    result = host.run("findmnt --fstab --types swap --noheadings --output SOURCE")
+    return result.stdout.split()
+
+
+def active_swap(host) -> list[str]:
+    return host.file("/proc/swaps").content_string.splitlines()[1:]
+
+
+@dataclass(frozen=True)
+class SwapNode:
+    name: str
+    host: Any
+    playbook: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def swap_node(inventory: Inventory) -> Iterator[SwapNode]:
+    """A worker given a swap entry in /etc/fstab, then playbooks/cluster.yml run on it (--limit); restored after."""
+    name = (inventory.workers or [inventory.master])[0]
+    host = testinfra.get_host(ssh_host_url(name))
     fstab = host.file("/etc/fstab")
-    if not fstab.exists:
-        return
-    lines = [line.split() for line in fstab.content_string.splitlines()]
-    active_swap = [f for f in lines if len(f) > 2 and not f[0].startswith("#") and f[2] == "swap"]
-    assert active_swap == []
+    original = fstab.content_string if fstab.exists else None
+    assert active_swap(host) == [], "swap is on already: this test will not add more"
+    host.run_expect([0], f"rm -f {SWAP_FILE} && dd if=/dev/zero of={SWAP_FILE} bs=1M count=16 status=none")
+    host.run_expect([0], f"chmod 600 {SWAP_FILE} && mkswap {SWAP_FILE}")
+    # on a line of its own even if the file lacks a final newline
+    host.run_expect([0], f"printf '\\n%s\\n' '{SWAP_ENTRY}' >> /etc/fstab")
+    try:
+        # the test sees the thing it checks: boot would switch this file on
+        assert SWAP_FILE in fstab_swap_sources(host), host.file("/etc/fstab").content_string
+        assert not any(SWAP_FILE in line for line in active_swap(host))
+        playbook = run_tool(
+            [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml", "--limit", name],
+            check=False,
+        )
+        yield SwapNode(name, host, playbook)
+    finally:
+        if any(SWAP_FILE in line for line in active_swap(host)):
+            host.run(f"swapoff {SWAP_FILE}")
+        if original is None:
+            host.run("rm -f /etc/fstab")
+        else:
+            encoded = base64.b64encode(original.encode()).decode()
+            host.run_expect([0], f"echo {encoded} | base64 -d > /etc/fstab")
+        host.run(f"rm -f {SWAP_FILE}")
+
+
+def test_swap_entry_commented_out_not_deleted(swap_node: SwapNode):
+    result = swap_node.playbook
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    lines = swap_node.host.file("/etc/fstab").content_string.splitlines()
+    assert SWAP_FILE not in fstab_swap_sources(swap_node.host), lines
+    # kept, as a comment, for whoever wants it back
+    assert f"# {SWAP_ENTRY}" in lines, lines
+    assert active_swap(swap_node.host) == []
+
+
+def test_swap_stays_off_after_reboot(swap_node: SwapNode, master_host):
+    assert swap_node.playbook.returncode == 0, swap_node.playbook.stdout[-4000:]
+    boot_id = f"{KUBECTL} get node {swap_node.name} -o jsonpath='{{.status.nodeInfo.bootID}}'"
+    ready = f"{KUBECTL} get node {swap_node.name} -o jsonpath='{{.status.conditions[?(@.type==\"Ready\")].status}}'"
+    before = master_host.check_output(boot_id)
+    rebooted = run_tool([VENV_BIN / "python", "-m", "lab", "reboot", swap_node.name], check=False)
+    assert rebooted.returncode == 0, rebooted.stdout + rebooted.stderr
+    # back for the tests after this one: Ready as reported by the kubelet of the new boot
+    deadline = time.monotonic() + 300
+    while master_host.check_output(boot_id) == before or master_host.check_output(ready) != "True":
+        assert time.monotonic() < deadline, f"{swap_node.name} not Ready within 300 s of its reboot"
+        time.sleep(2)
+    assert active_swap(swap_node.host) == []
+    assert SWAP_FILE not in fstab_swap_sources(swap_node.host)
+    assert f"# {SWAP_ENTRY}" in swap_node.host.file("/etc/fstab").content_string.splitlines()
 
 
 def test_overlay_and_bridge_netfilter_present(host):
@@ -190,8 +279,69 @@ def test_worker_joined_with_kubelet_credentials(worker_host):
     assert not worker_host.file("/etc/kubernetes/kubeadm-join.yaml").exists
 
 
-def test_every_bootstrap_token_expires(master_host):
+def go_duration_seconds(duration: str) -> int:
+    """A Go duration as kubeadm's ttl takes it, such as 1h0m0s or 30m."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a duration: {duration!r}"
+    hours, minutes, seconds = (int(p or 0) for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def role_setting(inventory: Inventory, host: str, role: str, name: str) -> object:
+    """A role variable as a play sees it: the inventory's value, else the role's default."""
+    value = inventory.var(host, name)
+    if value is None:
+        value = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name]
+    return value
+
+
+def bootstrap_tokens(master_host) -> dict[str, tuple[str, str]]:
+    """token id -> (expires, description) of every bootstrap token (the secret half is dropped)."""
+    template = '{.token}{" "}{.expires}{" "}{.description}{"\\n"}'
+    out = master_host.check_output(f"kubeadm token list -o jsonpath='{template}'")
+    tokens = {}
+    for line in out.splitlines():
+        token, _, rest = line.partition(" ")
+        expires, _, description = rest.partition(" ")
+        tokens[token.split(".")[0]] = (expires, description)
+    return tokens
+
+
+@pytest.fixture
+def init_token(master_host, inventory: Inventory) -> Iterator[str]:
+    """A bootstrap token made as `kubeadm init` made the first one: the init phase, from the configuration the
+    master role wrote. kubeadm init's own token lives master_init_token_ttl (1 h) and joins reuse it, so after
+    that no token need exist; this one is deleted afterwards."""
+    config = role_setting(inventory, inventory.master, "master", "master_kubeadm_config_path")
+    before = set(bootstrap_tokens(master_host))
+    master_host.check_output(f"kubeadm init phase bootstrap-token --config {config} --skip-token-print")
+    made = set(bootstrap_tokens(master_host)) - before
+    assert len(made) == 1, f"kubeadm init phase bootstrap-token made {len(made)} tokens"
+    token_id = made.pop()
+    yield token_id
+    master_host.run(f"kubeadm token delete {token_id}")
+
+
+def test_every_bootstrap_token_expires(master_host, inventory: Inventory, init_token: str):
     # a token without expiry would let anyone who saw it join forever
-    expiries = master_host.check_output("kubeadm token list -o jsonpath='{.expires}{\"\\n\"}'").splitlines()
-    # (expired tokens are deleted by the token cleaner, so the list may be empty)
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expiry) for expiry in expiries), expiries
+    tokens = bootstrap_tokens(master_host)
+    assert init_token in tokens
+    now = datetime.now(UTC)
+    init_ttl = go_duration_seconds(str(role_setting(inventory, inventory.master, "master", "master_init_token_ttl")))
+    join_ttl = go_duration_seconds(str(role_setting(inventory, inventory.master, "worker", "worker_join_token_ttl")))
+    for token_id, (expires, description) in tokens.items():
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", expires), (token_id, expires, description)
+        left = (datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - now).total_seconds()
+        # no token outlives the longest TTL the roles give one (kubeadm's default would be 24 h)
+        assert left <= max(init_ttl, join_ttl) + 60, (token_id, expires, description)
+    # the init token's TTL is the master role's, not kubeadm's default
+    expires, description = tokens[init_token]
+    left = (datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) - now).total_seconds()
+    assert init_ttl - 120 <= left <= init_ttl + 60, (expires, description)
+    config = role_setting(inventory, inventory.master, "master", "master_kubeadm_config_path")
+    init_configuration = next(
+        doc
+        for doc in yaml.safe_load_all(master_host.file(str(config)).content_string)
+        if doc and doc.get("kind") == "InitConfiguration"
+    )
+    assert description == init_configuration["bootstrapTokens"][0].get("description", ""), description
