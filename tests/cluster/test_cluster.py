@@ -100,24 +100,20 @@ def changes_by_node(output: str) -> dict[str, set[str]]:
     return changes
 
 
-def test_half_joined_worker_detected_by_the_api_in_a_dry_run(inventory: Inventory):
-    """A worker with kubelet credentials but no Node object is re-joined, or refused when repair is off.
+def test_a_joined_worker_under_another_name_is_left_alone_in_a_dry_run(inventory: Inventory):
+    """A worker with valid kubelet credentials is never stopped or joined again, whatever the API says.
 
-    Check mode with a node name the API does not know stands in for a half-joined
-    node, so the shared cluster is not touched.
+    worker_node_name=never-joined (a Node name the API does not know) made the old role
+    stop the kubelet and move its credentials away; now the run refuses for that node and
+    says it joined under its own name. Check mode, so the shared cluster is not touched.
     """
     worker = inventory.workers[-1]
     playbook = [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "cluster.yml", "--check"]
-    dry_run = [*playbook, "--limit", worker, "-e", "worker_node_name=never-joined"]
-    repaired = run_tool(dry_run, check=False)
-    assert repaired.returncode == 0, repaired.stdout[-4000:]
-    assert {
-        "worker : Stop kubelet before joining again",
-        "worker : Move the stale join's files out of the way",
-    } <= changes_by_node(repaired.stdout).get(worker, set())
-    refused = run_tool([*dry_run, "-e", "worker_repair_half_joined=false"], check=False)
-    assert refused.returncode != 0
-    assert "the API has no such node" in refused.stdout
+    result = run_tool([*playbook, "--limit", worker, "-e", "worker_node_name=never-joined"], check=False)
+    assert result.returncode != 0, result.stdout[-4000:]
+    assert f"It joined as {worker} and keeps that name" in " ".join(result.stdout.split()), result.stdout[-4000:]
+    touched = {task for task in changes_by_node(result.stdout).get(worker, set()) if task.startswith("worker : ")}
+    assert touched == set(), touched
     host = testinfra.get_host(ssh_host_url(worker))
     assert host.service("kubelet").is_running, "a dry run stopped kubelet"
 

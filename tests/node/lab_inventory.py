@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.nodes.topology import Lab
 from lab.paths import REPO
 from tests.conftest import VENV_BIN, run_tool, tool_env
 
-LAB_INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
+# the lab LAB_NAME names (inventory/lab/hosts.yml for the default one), as lab_cluster brings it up
+LAB_INVENTORY = Lab.from_env().inventory
 
 
 @dataclass(frozen=True)
