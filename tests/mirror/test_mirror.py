@@ -251,8 +251,8 @@ def test_the_packages_install_and_enable_the_kubelet_and_crio_in_a_bookworm_root
     run(["cp", "-a", "--reflink=auto", debootstrap("apt-resolver", apt.RESOLVER_ROOT_PACKAGES), root])
     try:
         (root / "etc/apt/keyrings").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(commands.public_key_path(), root / "etc/apt/keyrings/lab-commands.gpg")
-        signed_by = "[signed-by=/etc/apt/keyrings/lab-commands.gpg]"
+        shutil.copyfile(commands.public_key_path(), root / "etc/apt/keyrings/lab-mirror.gpg")
+        signed_by = "[signed-by=/etc/apt/keyrings/lab-mirror.gpg]"
         (root / "etc/apt/sources.list").write_text(
             f"deb {signed_by} {apt_on_loopback}/debian bookworm main\n"
             f"deb {signed_by} {apt_on_loopback}/{apt.CORE_REPO_PATH}/ /\n"
@@ -377,8 +377,8 @@ def test_a_lab_node_installs_kubeadm_from_the_signed_mirror(running_lab: None) -
     """
     scratch = "/tmp/mirror-test"
     sources = (
-        f"deb [signed-by=/etc/apt/keyrings/lab-commands.gpg] {commands.APT_URL}/debian bookworm main\n"
-        f"deb [signed-by=/etc/apt/keyrings/lab-commands.gpg] {commands.APT_URL}/{apt.CORE_REPO_PATH}/ /\n"
+        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {commands.APT_URL}/debian bookworm main\n"
+        f"deb [signed-by=/etc/apt/keyrings/lab-mirror.gpg] {commands.APT_URL}/{apt.CORE_REPO_PATH}/ /\n"
     )
     options = (
         f"-oDir::Etc::SourceList={scratch}/sources.list -oDir::Etc::SourceParts={scratch}/parts"
