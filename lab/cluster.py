@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 
 from lab.nodes.topology import Lab
-from lab.paths import REPO
 from lab.run import StepFailed
 
-INVENTORY = REPO / "inventory" / "lab" / "hosts.yml"
+# the inventory `lab up` writes (inventory/lab/hosts.yml for the default lab)
+INVENTORY = Lab.from_env().inventory
 # cluster_kubeconfig_local_path of the default lab, set in the inventory `lab up`
 # writes: the lab's own state directory, never ~/.kube/<cluster_name>.conf, where
 # an AWS cluster of the same (default) name keeps its kubeconfig.
