@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from lab.mirror.commands import APT_PORT, BRIDGE_ADDRESS, REGISTRY_PORT
 from lab.nodes import network
 from lab.nodes.image import configure_node, create_root, prepare_base
 from lab.nodes.nspawn import (
@@ -118,7 +119,7 @@ def up(count: int) -> Lab:
             base = prepare_base()
         with step(f"bridge {lab.bridge} {lab.host_address}, public addresses {lab.public_network}, firewall"):
             created.bridge = network.create_bridge(lab.bridge, lab.host_address)
-            network.isolate(lab.name, lab.bridge, lab.host_address)
+            network.isolate(lab.name, lab.bridge, lab.host_address, (BRIDGE_ADDRESS, [APT_PORT, REGISTRY_PORT]))
             publish(lab)
         to_start = [n for n in nodes if not is_running(n)]
         with step(f"copy root filesystems ({sum(not n.root.exists() for n in nodes)} new)"):

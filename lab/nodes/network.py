@@ -93,15 +93,22 @@ def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
     return run(["iptables", "-w", *args], check=False, capture=True)
 
 
-def isolate(lab_name: str, bridge: str, host_address: ipaddress.IPv4Interface) -> None:
-    """Allow node<->node and node->bridge address; reject everything else (idempotent)."""
+def isolate(lab_name: str, bridge: str, host_address: ipaddress.IPv4Interface, mirror: tuple[str, list[int]]) -> None:
+    """Allow node<->node, node->bridge address and node->mirror; reject everything else (idempotent).
+
+    The mirror serves on the default lab's bridge address only; a second lab's
+    nodes reach it there (the host delivers it locally), so labs share one mirror.
+    """
+    mirror_address, mirror_ports = mirror
+    to_mirror = ["-d", mirror_address, "-p", "tcp", "-m", "multiport", "--dports", ",".join(map(str, mirror_ports))]
     chain = _chain(lab_name)
     if _iptables("-n", "-L", chain).returncode != 0:
         run(["iptables", "-w", "-N", chain])
     run(["iptables", "-w", "-F", chain])
     rules = [
         ["-i", bridge, "-o", bridge, "-j", "ACCEPT"],  # bridged node to node
-        ["-i", bridge, "-d", str(host_address.ip), "-j", "ACCEPT"],  # the mirror on the host
+        ["-i", bridge, "-d", str(host_address.ip), "-j", "ACCEPT"],  # the host (the mirror, for the default lab)
+        ["-i", bridge, *to_mirror, "-j", "ACCEPT"],
         ["-j", "REJECT", "--reject-with", "icmp-net-prohibited"],
     ]
     for rule in rules:
