@@ -29,6 +29,7 @@ from lab.nodes.nspawn import (
     BOOT_TIMEOUT,
     is_running,
     mounts_under,
+    raise_inotify_limits,
     reboot_node,
     remove_root,
     request_poweroff,
@@ -121,6 +122,8 @@ def up(count: int) -> Lab:
             created.bridge = network.create_bridge(lab.bridge, lab.host_address)
             network.isolate(lab.name, lab.bridge, lab.host_address, (BRIDGE_ADDRESS, [APT_PORT, REGISTRY_PORT]))
             publish(lab)
+        for raised in raise_inotify_limits():
+            log(f"host: {raised} (the nodes share one inotify pool)")
         to_start = [n for n in nodes if not is_running(n)]
         with step(f"copy root filesystems ({sum(not n.root.exists() for n in nodes)} new)"):
             new_nodes = [n for n in nodes if not n.root.exists()]

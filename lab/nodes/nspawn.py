@@ -28,6 +28,12 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # LAB_BOOT_TIMEOUT: seconds to wait for SSH after booting (slow disks need more).
 BOOT_TIMEOUT = float(os.environ.get("LAB_BOOT_TIMEOUT", "120"))
 STOP_TIMEOUT = 30.0
+# Every node's systemd, kubelet and runtime take inotify instances from the
+# host's one per-user pool (all nodes run as root): Debian's 128 runs out at
+# about six nodes ("Failed to allocate manager object: Too many open files").
+# kind documents the same limits for the same reason.
+INOTIFY_MINIMUMS = {"max_user_instances": 8192, "max_user_watches": 524288}
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify")
 
 # nspawn exits 133 when systemd in the node reboots (`reboot`, Ansible's reboot
 # module): boot the same root again. Every boot makes a new veth, so the
@@ -44,6 +50,17 @@ def _own_cgroups() -> dict[str, str]:
         if (CGROUP_ROOT / directory / "cgroup.procs").is_file():
             result[directory] = path
     return result
+
+
+def raise_inotify_limits(sysctl: Path = INOTIFY_SYSCTL) -> list[str]:
+    """Raise the host's inotify limits to what many nodes need (never lowers one); what was raised."""
+    raised = []
+    for name, minimum in INOTIFY_MINIMUMS.items():
+        current = int((sysctl / name).read_text())
+        if current < minimum:
+            (sysctl / name).write_text(f"{minimum}\n")
+            raised.append(f"fs.inotify.{name} {current} -> {minimum}")
+    return raised
 
 
 def create_cgroups(node: Node) -> list[Path]:
