@@ -5,7 +5,8 @@ address (the old one stops answering, like EC2's), the inventory says so, and a
 cluster.yml re-run alone makes the cluster reachable there again: the API server
 certificate issued again with the new address, the old one kept aside, the
 controller's kubeconfig pointed at it, the API server never restarted. A second
-run changes nothing; moving back is the same path again and leaves the lab as it was.
+run changes nothing (a setting only `kubeadm init` applies is reported, not
+written); moving back is the same path again and leaves the lab as it was.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class MasterFiles:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return [str(address) for address in names.get_values_for_type(x509.IPAddress)]
 
+    def kubeadm_config(self) -> bytes:
+        return (self.pki.parent / "kubeadm-config.yaml").read_bytes()
+
     def aside(self) -> list[str]:
         return sorted(path.name for path in self.pki.iterdir() if ASIDE.match(path.name))
 
@@ -142,9 +146,16 @@ def test_a_new_public_address_of_the_master_is_served_after_one_run(inventory, k
         assert len(master_files.aside()) == len(aside_before) + 2, master_files.aside()
         assert apiserver_started(kubeconfig, inventory.master) == before, "the API server was restarted"
 
-        seconds, output, recap, code = playbook(inventory, "cluster.yml", "-i", str(override))
+        # again, with a setting only `kubeadm init` applies changed: nothing changes, and the run says so
+        config_before = master_files.kubeadm_config()
+        seconds, output, recap, code = playbook(
+            inventory, "cluster.yml", "-i", str(override), "-e", "master_kube_proxy_conntrack_max_per_core=1"
+        )
         print(f"again: {seconds:.0f}s")
         assert code == 0 and all(counts["changed"] == 0 for counts in recap.values()), (recap, output[-4000:])
+        said = " ".join(output.split())
+        assert re.search(r"would render now in [\w, ]*KubeProxyConfiguration[\w, ]*: kubeadm applies those only", said)
+        assert master_files.kubeadm_config() == config_before
 
     # moved back: the same path again, and the lab is as it was
     _, output, recap, code = playbook(inventory, "cluster.yml")

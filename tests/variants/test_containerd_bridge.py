@@ -1,11 +1,13 @@
-"""The other supported stack: containerd and the bridge pod network, converged on fresh nodes.
+"""The other supported stack: containerd and the bridge pod network, on the reset nodes of the first.
 
 The lab's default is CRI-O and Calico (what the rest of the suite proves); both
 alternatives stay supported choices (cluster_container_runtime: containerd,
 cluster_pod_network: bridge), so this converges a cluster with them and checks
 what a user relies on: Ready nodes on containerd, pods on two workers that reach
 each other, cluster DNS, and a second run that changes nothing. It runs last
-(tests/variants sorts after the other areas): it replaces the shared lab's nodes.
+(tests/variants sorts after the other areas): it resets the shared lab's CRI-O +
+Calico cluster with playbooks/reset.yml and builds this one on the same nodes,
+which proves reset leaves nothing of the other network or runtime in the way.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import pytest
 from kubernetes import client, config
 
 from lab.cluster import KUBECONFIG
+from lab.nodes.topology import MAX_NODES, Lab
 from lab.paths import REPO
 from lab.playbook import play_recap
 from tests.cluster.test_cluster import assert_pods_reach_each_other, exec_python, start_app_pod, wait_ready
-from tests.conftest import LAB_NODES, VENV_BIN, LabCluster, run_tool
+from tests.conftest import VENV_BIN, LabCluster, run_tool
 from tests.node.lab_inventory import Inventory, forget_lab_inventory, reload_lab_inventory, setting
 
 pytestmark = pytest.mark.cluster
@@ -46,12 +49,23 @@ def converge(inventory: Path) -> tuple[float, dict[str, dict[str, int]], str]:
 @pytest.fixture(scope="module")
 def variant_cluster(lab_cluster: LabCluster) -> Iterator[tuple[Inventory, client.CoreV1Api]]:
     if not lab_cluster.fresh:
-        pytest.skip("LAB_REUSE=1 keeps your lab as it is; this variant needs fresh nodes")
-    lab("down")
-    lab("up", "--nodes", str(LAB_NODES))
+        pytest.skip("LAB_REUSE=1 keeps your lab as it is; this variant resets its nodes")
+    # the CRI-O + Calico cluster's own nodes, reset: rebuilding them on the other
+    # pod network and runtime is what proves reset leaves no pod-network state
     inventory = reload_lab_inventory()
+    started = time.monotonic()
+    reset = [VENV_BIN / "ansible-playbook", "-i", inventory.path, REPO / "playbooks" / "reset.yml"]
+    # a dry run first: it must pass and leave every node joined
+    result = run_tool([*reset, "-e", "reset_confirm=yes", "--check"], check=False)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    nodes = {node.name: node for node in Lab.from_env().nodes(MAX_NODES)}
+    assert all((nodes[name].root / "etc/kubernetes/kubelet.conf").is_file() for name in inventory.nodes)
+    result = run_tool([*reset, "-e", "reset_confirm=yes"], check=False)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert not any((nodes[name].root / "etc/kubernetes/kubelet.conf").exists() for name in inventory.nodes)
+    print(f"\nreset.yml on every node: {time.monotonic() - started:.0f}s")
     seconds, _, _ = converge(inventory.path)
-    print(f"\ncontainerd + bridge: cluster.yml on fresh nodes in {seconds:.0f}s")
+    print(f"containerd + bridge: cluster.yml on the reset CRI-O + Calico nodes in {seconds:.0f}s")
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
     yield inventory, core
     lab("down")
