@@ -36,6 +36,7 @@ APT_PACKAGES = [
     "rsync",
     "curl",
     "shellcheck",  # `make lint` checks the lab's shell scripts (the node image's among them)
+    "haproxy",  # the lab's load balancer over the workers' NodePort (lab/nodes/balancer.py)
 ]
 
 

@@ -2,7 +2,7 @@
 
 The mirror (built once, cached), three nodes, site.yml (cluster and the app
 with the message hello-world), then `deploy.yml -e app_message=hola` while the
-prober sends 100 requests/s to a worker's NodePort; prints the nodes, the pods
+prober sends 100 requests/s through the lab's load balancer; prints the nodes, the pods
 before and after, the ReplicaSet change, both /version answers and the prober's
 errors/requests. `make setup` has already run (the Makefile's dependency).
 """
@@ -18,7 +18,9 @@ from kubernetes import client, config
 from lab.bench.rollout import Rollout, deploy_playbook, measure
 from lab.cluster import INVENTORY, KUBECONFIG, PROJECT, get_message, worker_address
 from lab.mirror import commands as mirror
+from lab.nodes import balancer
 from lab.nodes import commands as nodes
+from lab.nodes.topology import Lab
 from lab.paths import REPO
 from lab.run import StepFailed, log, run, step
 
@@ -65,8 +67,9 @@ def rolling_update_under_load(rate: float) -> int:
     """hello-world -> hola with deploy.yml while the prober runs; print what changed."""
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in step with the log on stderr
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(KUBECONFIG)))
-    host = worker_address()
-    before = get_message(host, PROJECT.node_port)
+    # as a user would: through the lab's load balancer (`lab up` starts it), else a worker's NodePort
+    host, port = balancer.endpoint(Lab.from_env()) or (worker_address(), PROJECT.node_port)
+    before = get_message(host, port)
     if before != "hello-world":
         raise StepFailed(f"after site.yml /version answers {before!r}, not 'hello-world'")
     show_nodes(core)
@@ -78,6 +81,7 @@ def rolling_update_under_load(rate: float) -> int:
             rollout,
             lambda: deploy_playbook("hola"),
             host=host,
+            port=port,
             kubeconfig=KUBECONFIG,
             rate=rate,
             before=15.0,
@@ -88,8 +92,8 @@ def rolling_update_under_load(rate: float) -> int:
         raise StepFailed("deploy.yml failed (output above)")
     show_pods(core, "after")
     report = rollout.report()
-    after = get_message(host, PROJECT.node_port)
-    print(f"GET http://{host}:{PROJECT.node_port}/version before: {before!r}  after: {after!r}")
+    after = get_message(host, port)
+    print(f"GET http://{host}:{port}/version before: {before!r}  after: {after!r}")
     print(
         f"ReplicaSet pod-template-hash {', '.join(rollout.old_hashes)} -> {', '.join(rollout.new_hashes)}; "
         f"rollout {report['rollout_seconds']} s, both messages served for {report['mixed_message_seconds']} s"

@@ -1,6 +1,7 @@
 """`make bench-rollout`: rolling updates under load on the lab cluster, measured.
 
-Each variant probes a NodePort on a worker at a constant rate (lab.bench.prober) from
+Each variant probes the app at a constant rate (lab.bench.prober): through the
+lab's load balancer when it runs (--via nodeport: a worker's NodePort directly), from
 15 s before the upgrade starts until 15 s after the last old pod is gone, while
 a Pod watcher records when the old pods go. Variants, all in one run:
 
@@ -13,10 +14,12 @@ a Pod watcher records when the old pods go. Variants, all in one run:
 - project/bad-release: deploy.yml with a release whose pods never become ready;
   it must fail, Helm must roll back, and only the old message may be served.
 
-With --worker-outage (about 7 more minutes, so not by default), one more
+With --worker-outage (about 3 more minutes; it stops a node, so not by default), one more
 measurement: a worker that runs one of the app's pods is powered off hard
-while a worker that stays up is probed, until the app has its replicas ready
-on the nodes that are up again; then the worker is started again.
+while every path is probed at once (--outage-paths: the load balancer with new
+connections and keep-alive; as controls, a worker that stays up and the dead
+one, directly at their NodePort), until the app has its replicas ready on the
+nodes that are up again; then the worker is started again.
 
 Writes reports/rollout.json (per variant: requests, errors, error kinds,
 rollout seconds, mixed-message seconds, ...), reports/rollout.png and one CSV
@@ -36,12 +39,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.bench.outage import measure_worker_outage, print_outage
+from lab.bench.outage import PATHS, measure_worker_outage, print_outage
 from lab.bench.report import plot, print_summary, write_csv
 from lab.bench.rollout import Rollout, deploy_argv, deploy_env, deploy_playbook, helm_control_argv, measure
 from lab.bench.watchers import PodWatcher
 from lab.cluster import CONTROL, KUBECONFIG, PROJECT, get_message, worker_address
 from lab.mirror.tools import tool_env
+from lab.nodes import balancer
+from lab.nodes.topology import Lab
 from lab.paths import REPO, REPORTS
 from lab.playbook import play_recap
 from lab.run import StepFailed, log, run, step
@@ -92,9 +97,11 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     if not kubeconfig.is_file():
         raise StepFailed(f"no kubeconfig at {kubeconfig}: build the lab cluster first (make demo)")
     host = options.host or worker_address()
+    # the project's rollouts through the balancer when asked and running; the control is never behind it
+    balanced = balancer.endpoint(Lab.from_env()) if options.via == "balancer" else None
+    app_host, app_port = balanced or (host, PROJECT.node_port)
     stamp = time.strftime("%H%M%S")
     measure_options = {
-        "host": host,
         "kubeconfig": kubeconfig,
         "rate": options.rate,
         "before": options.before,
@@ -102,13 +109,13 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     }
     results: list[Rollout] = []
 
-    current = get_message(host, PROJECT.node_port)
+    current = get_message(app_host, app_port)
     if current is None:
-        with step("deploy the app first (nothing answers on the NodePort)"):
+        with step(f"deploy the app first (nothing answers at {app_host}:{app_port})"):
             run(deploy_argv("hello-world"), env=tool_env(), cwd=REPO)
-        current = get_message(host, PROJECT.node_port)
+        current = get_message(app_host, app_port)
         if current is None:
-            raise StepFailed(f"http://{host}:{PROJECT.node_port}/version does not answer after deploy.yml")
+            raise StepFailed(f"http://{app_host}:{app_port}/version does not answer after deploy.yml")
 
     unchanged: dict[str, dict[str, object]] = {}
     with contextlib.ExitStack() as checkouts:
@@ -127,7 +134,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 with step(f"{name}/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
                     rollout = Rollout(f"{name}/{mode}", PROJECT, mode, current, new, expect_success=True)
                     trigger = lambda new=new, tree=tree: deploy_playbook(new, tree=tree)  # noqa: E731
-                    results.append(measure(rollout, trigger, **measure_options))
+                    results.append(measure(rollout, trigger, host=app_host, port=app_port, **measure_options))
                     if rollout.trigger_rc != 0:
                         raise StepFailed(f"deploy.yml failed:\n{rollout.trigger_output[-3000:]}")
                     current = new
@@ -145,7 +152,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 trigger = lambda argv=argv: subprocess.Popen(  # noqa: E731
                     argv, env=tool_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
                 )
-                results.append(measure(rollout, trigger, **measure_options))
+                results.append(measure(rollout, trigger, host=host, **measure_options))
                 if rollout.trigger_rc != 0:
                     raise StepFailed(f"helm upgrade of the control failed:\n{rollout.trigger_output[-3000:]}")
                 old, new = new, old
@@ -160,22 +167,33 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
         with step(f"project/bad-release: deploy.yml with pods that never become ready ({options.bad_timeout})"):
             rollout = Rollout("project/bad-release", PROJECT, "new", current, bad, expect_success=False)
             extra = ("-e", "app_fail_readiness=true", "-e", f"app_helm_timeout={options.bad_timeout}")
-            results.append(measure(rollout, lambda: deploy_playbook(bad, *extra), **measure_options))  # type: ignore[arg-type]
+            bad_trigger = lambda: deploy_playbook(bad, *extra)  # noqa: E731
+            results.append(measure(rollout, bad_trigger, host=app_host, port=app_port, **measure_options))  # type: ignore[arg-type]
             if rollout.trigger_rc == 0:
                 raise StepFailed("deploy.yml succeeded with pods that never become ready")
-            after = get_message(host, PROJECT.node_port)
+            after = get_message(app_host, app_port)
             if after != current:
                 raise StepFailed(f"after the rollback /version answers {after!r}, not {current!r}")
 
     outage = None
+    outages: dict[str, dict[str, object]] = {}
     if options.worker_outage:
         with step(f"worker outage: power off a worker with an app pod under {options.rate:.0f} req/s"):
             measured = measure_worker_outage(
-                kubeconfig=kubeconfig, message=current, rate=options.rate, before=options.before, after=options.after
+                kubeconfig=kubeconfig,
+                message=current,
+                rate=options.rate,
+                before=options.before,
+                after=options.after,
+                paths=options.outage_paths,
             )
             REPORTS.mkdir(exist_ok=True)
-            write_csv(REPORTS / "rollout-worker-outage.csv", measured.samples, measured.poweroff_at)
-            outage = measured.report()
+            for each in measured:
+                name = f"rollout-worker-outage-{each.path.replace('/', '-')}.csv"
+                write_csv(REPORTS / name, each.samples, each.poweroff_at)
+            outages = {each.path: each.report() for each in measured}
+            # the page's table: what a user sees (through the balancer when there is one)
+            outage = outages.get("balancer/new") or next(iter(outages.values()))
 
     REPORTS.mkdir(exist_ok=True)
     reports = [r.report() for r in results]
@@ -191,7 +209,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 "seconds_before_upgrade": options.before,
                 "seconds_after_old_pods_gone": options.after,
                 "timeout_s": 2.0,
-                "host": f"{host} (NodePort on a worker)",
+                "host": f"{app_host}:{app_port} ({'the load balancer' if balanced else 'NodePort on a worker'})",
                 "variants": {r["variant"]: r for r in reports},
                 "deploy_with_the_same_message": unchanged,
                 "baseline": options.baseline or None,
@@ -200,9 +218,10 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
         plot(reports, REPORTS / "rollout.png")
     if outage:
         document["worker_outage"] = outage
+        document["worker_outage_paths"] = outages
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    if outage:
-        print_outage(outage)
+    for each in outages.values():
+        print_outage(each)
     for name, figures in unchanged.items():
         print(
             f"deploy.yml with the same message, {name}: median {figures['seconds']} s of {figures['runs']},"
@@ -241,9 +260,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--worker-outage",
         action="store_true",
-        help="also power off a worker running an app pod and measure until the app is whole (about 7 min)",
+        help="also power off a worker running an app pod and measure until the app is whole (about 3 min)",
     )
-    p.add_argument("--host", help="address whose NodePorts are probed (default: the first worker)")
+    p.add_argument(
+        "--outage-paths",
+        type=lambda s: [p for p in s.split(",") if p],
+        default=list(PATHS),
+        help=f"what the worker outage probes, at --rate each (default: all of {','.join(PATHS)}; "
+        "balancer/* only when the lab runs its load balancer)",
+    )
+    p.add_argument(
+        "--via",
+        choices=["balancer", "nodeport"],
+        default="balancer",
+        help="rollouts probe the lab's load balancer (default, when it runs) or a worker's NodePort directly",
+    )
+    p.add_argument("--host", help="with --via nodeport: whose NodePort is probed (default: the first worker)")
     p.add_argument("--kubeconfig", default=str(KUBECONFIG))
     p.add_argument("--image", default="10.77.0.1:5000/tiny-http-app:1.0.0", help="image of the control")
     return p

@@ -1,4 +1,8 @@
-"""A worker powered off under load: errors until the app is whole again."""
+"""A worker powered off under load: errors until the app is whole again.
+
+Probed at once on every path a user could take (PATHS): through the lab's
+load balancer (new connections and keep-alive), and as controls directly at a
+surviving worker's NodePort and at the dead worker's."""
 
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ class WorkerOutage:
     """One worker powered off under load; times are seconds relative to the poweroff."""
 
     stopped_node: str
-    probed_node: str
+    probed_node: str  # what was probed: a worker, or the load balancer's address
     replicas: int
     message: str
+    path: str = "survivor/new"  # one of PATHS
     samples: list[Sample] = field(default_factory=list)
     poweroff_at: float = 0.0
     node_not_ready_at: float | None = None
@@ -39,6 +44,7 @@ class WorkerOutage:
         errors = [s.sent - self.poweroff_at for s in self.samples if not s.ok]
         return {
             "measured_at": self.measured_at,
+            "path": self.path,
             "stopped_node": self.stopped_node,
             "probed_node": self.probed_node,
             "replicas": self.replicas,
@@ -57,12 +63,27 @@ class WorkerOutage:
         }
 
 
-def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before: float, after: float) -> WorkerOutage:
-    """Power off a worker running an app pod while probing another; wait until the app is whole; restart it."""
+# path -> (what is probed, connection mode); "balancer" only when the lab runs one
+PATHS = {
+    "balancer/new": ("balancer", "new"),
+    "balancer/keepalive": ("balancer", "keepalive"),
+    "survivor/new": ("survivor", "new"),
+    "dead/new": ("dead", "new"),
+}
+
+
+def measure_worker_outage(
+    *, kubeconfig: Path, message: str, rate: float, before: float, after: float, paths: list[str] | None = None
+) -> list[WorkerOutage]:
+    """Power off a worker running an app pod while probing every path; wait until the app is whole; restart it.
+
+    One WorkerOutage per path probed, all with the same times."""
+    from lab.nodes import balancer
     from lab.nodes import commands as nodes
     from lab.nodes.nspawn import stop_node
     from lab.nodes.topology import Lab
 
+    lab = Lab.from_env()
     watcher = PodWatcher(kubeconfig, PROJECT).start()
     _, pods = watcher.latest
     ready = [p for p in pods if p.ready and not p.terminating]
@@ -74,31 +95,48 @@ def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before
     # Probe a worker that stays up; one without an app pod if there is one, so every request crosses nodes.
     up_workers = [name for name in addresses if name != stopped]
     probed = min(up_workers, key=lambda name: any(p.node == name for p in ready))
-    outage = WorkerOutage(
-        stopped, probed, len(ready), message, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    )
-    lab = Lab.from_env()
-    prober = Prober(addresses[probed], PROJECT.node_port, rate=rate, expected={message}).start()
+    endpoints = {
+        "survivor": (probed, addresses[probed], PROJECT.node_port),
+        "dead": (stopped, addresses[stopped], PROJECT.node_port),
+    }
+    balanced = balancer.endpoint(lab)
+    if balanced is not None:
+        endpoints["balancer"] = (f"load balancer {balanced[0]}:{balanced[1]}", *balanced)
+    wanted = [p for p in (paths or list(PATHS)) if PATHS[p][0] in endpoints]
+    measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    outages: list[WorkerOutage] = []
+    probers: list[Prober] = []
+    for path in wanted:
+        target, mode = PATHS[path]
+        label, host, port = endpoints[target]
+        outages.append(WorkerOutage(stopped, label, len(ready), message, path, measured_at=measured_at))
+        probers.append(Prober(host, port, rate=rate, mode=mode, expected={message}))
+    timing = outages[0]
+    for prober in probers:
+        prober.start()
     try:
         time.sleep(before)
-        outage.poweroff_at = time.monotonic()
+        timing.poweroff_at = time.monotonic()
         # No time for a clean poweroff: everything in the node's cgroups is killed, like a crashed instance.
         stop_node(lab.node(stopped), timeout=0)
-        log(f"{stopped} powered off {time.monotonic() - outage.poweroff_at:.1f}s after the request")
-        while time.monotonic() - outage.poweroff_at < OUTAGE_TIMEOUT:
+        log(f"{stopped} powered off {time.monotonic() - timing.poweroff_at:.1f}s after the request")
+        while time.monotonic() - timing.poweroff_at < OUTAGE_TIMEOUT:
             at, pods = watcher.latest
-            if outage.pod_unready_at is None and not any(p.ready for p in pods if p.node == stopped):
-                outage.pod_unready_at = at
-            if outage.node_not_ready_at is None and node_ready(watcher.api, stopped) != "True":
-                outage.node_not_ready_at = time.monotonic()
+            if timing.pod_unready_at is None and not any(p.ready for p in pods if p.node == stopped):
+                timing.pod_unready_at = at
+            if timing.node_not_ready_at is None and node_ready(watcher.api, stopped) != "True":
+                timing.node_not_ready_at = time.monotonic()
             up_and_ready = [p for p in pods if p.ready and not p.terminating and p.node != stopped]
-            if len(up_and_ready) >= outage.replicas:
-                outage.whole_at = at
+            if len(up_and_ready) >= timing.replicas:
+                timing.whole_at = at
                 break
             time.sleep(POLL)
         time.sleep(after)
     finally:
-        outage.samples = prober.stop()
+        for outage, prober in zip(outages, probers, strict=True):
+            outage.samples = prober.stop()
+            for name in ("poweroff_at", "pod_unready_at", "node_not_ready_at", "whole_at"):
+                setattr(outage, name, getattr(timing, name))
         watcher.stop()
         with step(f"start {stopped} again and wait until it is Ready"):
             started = time.monotonic()
@@ -107,15 +145,17 @@ def measure_worker_outage(*, kubeconfig: Path, message: str, rate: float, before
                 if time.monotonic() - started > 300:
                     raise StepFailed(f"{stopped} not Ready 300 s after it was started again")
                 time.sleep(1)
-            outage.restarted_ready_seconds = round(time.monotonic() - started, 1)
-    return outage
+            for outage in outages:
+                outage.restarted_ready_seconds = round(time.monotonic() - started, 1)
+    return outages
 
 
 def print_outage(report: dict[str, object]) -> None:
     kinds = ", ".join(f"{k}={v}" for k, v in report["error_kinds"].items()) or "-"  # type: ignore[union-attr]
     whole = report["seconds_until_whole"]
     print(
-        f"worker outage ({report['stopped_node']} off, {report['probed_node']} probed): "
+        f"worker outage, {report.get('path', 'survivor/new')} ({report['stopped_node']} off, "
+        f"{report['probed_node']} probed): "
         f"{report['errors']} errors / {report['requests']} requests ({kinds}) in "
         f"{report['seconds_with_errors']} s between {report['first_error_at']} and {report['last_error_at']} s; "
         f"node NotReady at {report['node_not_ready_at']} s, its pod unready at "

@@ -183,6 +183,7 @@ def measure(
     trigger: Callable[[], subprocess.Popen[str]],
     *,
     host: str,
+    port: int | None = None,  # default: the target's NodePort
     kubeconfig: Path,
     rate: float,
     before: float,
@@ -196,7 +197,7 @@ def measure(
     rollout.old_hashes = sorted({p.template_hash for p in pods})
     prober = Prober(
         host,
-        rollout.target.node_port,
+        port or rollout.target.node_port,
         rate=rate,
         mode=rollout.mode,
         expected={rollout.old_message, rollout.new_message},

@@ -28,9 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -39,7 +36,8 @@ from pathlib import Path
 from lab.mirror import builds
 from lab.mirror.gobuild import build, is_current
 from lab.paths import CACHE
-from lab.run import exclusive, log, step
+from lab.run import exclusive, log
+from lab.service import Service
 
 MIRROR_DIR = CACHE / "mirror"
 RUN_DIR = MIRROR_DIR / "run"
@@ -80,11 +78,11 @@ def public_key_path() -> Path:
 # --- services ---------------------------------------------------------------
 
 
-def _service_argv(name: str) -> list[str]:
+def _service(name: str) -> Service:
     from lab.mirror.apt import APT_ROOT
 
     if name == "apt":
-        return [
+        argv = [
             sys.executable,
             "-m",
             "http.server",
@@ -94,62 +92,24 @@ def _service_argv(name: str) -> list[str]:
             str(APT_ROOT),
             str(APT_PORT),
         ]
-    return ["docker-registry", "serve", str(RUN_DIR / "registry.yml")]
+    else:
+        argv = ["docker-registry", "serve", str(RUN_DIR / "registry.yml")]
+    return Service(name, argv, RUN_DIR)
 
 
-def _pid_file(name: str) -> Path:
-    return RUN_DIR / f"{name}.pid"
-
-
-def _running_pid(name: str) -> int | None:
-    """The pid of the service if its pid file names a live process running it."""
-    pid_file = _pid_file(name)
-    if not pid_file.is_file():
-        return None
-    try:
-        pid = int(pid_file.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (ValueError, OSError):
-        return None
-    argv = [part.decode() for part in cmdline if part]
-    # the interpreter may differ (system python3 or the venv's): compare the rest
-    return pid if argv[1:] == _service_argv(name)[1:] else None
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.2)
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=2):
+        pass
 
 
 def _start(name: str, check_url: str) -> None:
-    if _running_pid(name) is not None:
+    service = _service(name)
+    if service.running_pid() is not None:
         return
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError), urllib.request.urlopen(check_url, timeout=2):
+    with contextlib.suppress(OSError):
+        _get(check_url)
         raise ValueError(f"something else already answers {check_url}; stop it or free the port")
-    with step(f"serve {name} at {check_url}"):
-        with open(RUN_DIR / f"{name}.log", "ab") as log_file:
-            process = subprocess.Popen(
-                _service_argv(name),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `make lab-up`
-                cwd=RUN_DIR,
-            )
-        _pid_file(name).write_text(f"{process.pid}\n")
-        try:
-            _wait_http(check_url)
-        except OSError as error:
-            tail = (RUN_DIR / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
-            raise ValueError(f"{name} did not answer {check_url}: {error}; log: {' / '.join(tail)}") from error
+    service.start(lambda: _get(check_url), check_url)
 
 
 def start_services() -> None:
@@ -168,35 +128,14 @@ def start_services() -> None:
     _start("apt", f"{APT_URL}/{CORE_REPO_PATH}/Release")
 
 
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reaps it when this process started it
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def stop_services() -> None:
     """Stop the mirror's services (idempotent)."""
     for name in ("apt", "registry"):
-        pid = _running_pid(name)
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(50):
-                if not _alive(pid):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            log(f"stopped mirror {name} (pid {pid})")
-        _pid_file(name).unlink(missing_ok=True)
+        _service(name).stop(f"mirror {name}")
 
 
 def services_running() -> bool:
-    return _running_pid("apt") is not None and _running_pid("registry") is not None
+    return _service("apt").running_pid() is not None and _service("registry").running_pid() is not None
 
 
 # --- make mirror --------------------------------------------------------------

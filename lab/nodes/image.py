@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.mirror.commands import APT_URL
 from lab.nodes.rootfs import ROOTFS_CACHE, debootstrap
 from lab.nodes.ssh import SSH_KEY
 from lab.nodes.topology import ADMIN_USER, NODE_INTERFACE, Node
@@ -222,7 +223,8 @@ def configure_node(node: Node, nodes: list[Node], new: bool) -> None:
     if missing:
         with hosts.open("a") as file:
             file.writelines(f"{o.address} {o.name}\n" for o in missing)
-    # apt: the mirror's Debian subset on the bridge, signed with the lab key.
+    # apt: the mirror's Debian subset, signed with the lab key. It serves on the
+    # default lab's bridge address only, which every lab's nodes reach.
     key = _mirror_public_key()
     signed_by = ""
     if key:
@@ -233,7 +235,7 @@ def configure_node(node: Node, nodes: list[Node], new: bool) -> None:
         signed_by = f"[signed-by=/{keyring.relative_to(root)}] "
     sources = root / "etc/apt/sources.list"
     if new or sources.read_text().startswith(SOURCES_MARKER):
-        _write(sources, f"{SOURCES_MARKER}deb {signed_by}http://{lab.host_address.ip}:8080/debian bookworm main\n")
+        _write(sources, f"{SOURCES_MARKER}deb {signed_by}{APT_URL}/debian bookworm main\n")
 
 
 def create_root(node: Node, base: Path) -> None:

@@ -49,6 +49,8 @@ NON_DEFAULT_SETTINGS = [
     "image.registry=10.77.0.1:5000",
     "image.tag=1.2.3",
     "service.nodePort=31000",
+    "service.externalTrafficPolicy=Local",
+    "nodeFailure.tolerationSeconds=0",
     "podDisruptionBudget.enabled=false",
     "topologySpread.enabled=false",
     "testing.failReadiness=true",
@@ -100,6 +102,8 @@ def test_objects_and_defaults():
     service = find(docs, "Service")
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["ports"][0]["nodePort"] == 30080
+    # any worker's NodePort answers unless a load balancer asks for Local
+    assert service["spec"]["externalTrafficPolicy"] == "Cluster"
     config = find(docs, "ConfigMap")
     assert config["data"] == {"APP_MESSAGE": "default-message"}
     deployment = find(docs, "Deployment")
@@ -208,6 +212,11 @@ def test_awkward_messages_render_exactly(tmp_path, message):
         (["--set", "rollout.revisionHistoryLimit=null"], "revisionHistoryLimit"),
         (["--set", "topologySpread.maxSkew=null"], "maxSkew"),
         (["--set", "topologySpread.maxSkew=0"], "maxSkew"),
+        (["--set", "service.externalTrafficPolicy=local"], "externalTrafficPolicy"),
+        (["--set", "nodeFailure.tolerationSeconds=-1"], "tolerationSeconds"),
+        (["--set", "nodeFailure.tolerationSeconds=3601"], "tolerationSeconds"),
+        (["--set", "nodeFailure.tolerationSeconds=soon"], "tolerationSeconds"),
+        (["--set", "nodeFailure.tolerationSeconds=null"], "tolerationSeconds"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -315,6 +324,42 @@ def test_notes_print_the_exact_curl_line(tmp_path):
     assert '{"message": "hola"}' in notes
 
 
+# --- leaving a dead node ----------------------------------------------------
+
+NODE_LOSS_TAINTS = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+
+
+def node_loss_tolerations(docs: list[dict]) -> dict[str, dict]:
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    return {t["key"]: t for t in pod.get("tolerations") or [] if t.get("key") in NODE_LOSS_TAINTS}
+
+
+def test_pods_leave_a_dead_node_after_seconds_not_minutes():
+    """Without its own tolerations a pod gets Kubernetes' 300 s and the Deployment runs short for five minutes."""
+    tolerations = node_loss_tolerations(render())
+    assert sorted(tolerations) == NODE_LOSS_TAINTS
+    for toleration in tolerations.values():
+        assert toleration["operator"] == "Exists"
+        assert toleration["effect"] == "NoExecute"
+        assert toleration["tolerationSeconds"] == 10
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 45, 3600])
+def test_node_loss_toleration_renders_as_given(tmp_path, seconds):
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump({"nodeFailure": {"tolerationSeconds": seconds}}))
+    # --set gives an integer, a values file a float: a 0 must stay 0 in both
+    for options in (["--set", f"nodeFailure.tolerationSeconds={seconds}"], ["-f", str(values_file)]):
+        tolerations = node_loss_tolerations(render(*options))
+        assert [t["tolerationSeconds"] for t in tolerations.values()] == [seconds, seconds], options
+
+
+def test_user_tolerations_are_added_to_the_node_loss_ones():
+    docs = render("--set", "tolerations[0].key=dedicated", "--set", "tolerations[0].operator=Exists")
+    keys = [t["key"] for t in find(docs, "Deployment")["spec"]["template"]["spec"]["tolerations"]]
+    assert keys == [*NODE_LOSS_TAINTS, "dedicated"]
+
+
 # --- every accepted value renders as given -----------------------------------
 
 
@@ -357,6 +402,7 @@ AS_GIVEN = [
         "spec.template.spec.topologySpreadConstraints.0.whenUnsatisfiable",
         "DoNotSchedule",
     ),
+    (["--set", "service.externalTrafficPolicy=Local"], "Service", "spec.externalTrafficPolicy", "Local"),
     (["--set", "podDisruptionBudget.maxUnavailable=2"], "PodDisruptionBudget", "spec.maxUnavailable", 2),
     (["--set-string", "podDisruptionBudget.maxUnavailable=50%"], "PodDisruptionBudget", "spec.maxUnavailable", "50%"),
     (

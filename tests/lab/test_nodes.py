@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,11 +149,70 @@ def test_the_host_reaches_nodes_at_public_addresses_only(test_lab):
     private one; the private address itself cannot be reached from the host."""
     inventory = INVENTORY.read_text()
     assert "ansible_host: 100.78.0.12" in inventory
+    # deploy.yml checks the app through the lab's load balancer
+    assert f"app_load_balancer_address: {BALANCER}:80" in inventory
     assert _host_connects("100.78.0.12", 22)
     assert not _host_connects("10.78.0.12", 22), "the host reached a private address"
     # the node only knows its private address
     addresses = on_node(NODES[1], "ip -4 -o addr show scope global").stdout
     assert "10.78.0.12/" in addresses and "100.78." not in addresses
+
+
+BALANCER = "100.78.0.10"
+
+
+def _serve_on_node_port(node: str, answer: str) -> None:
+    """A plain HTTP server on the app's NodePort (no cluster in this lab): /health and /version answer."""
+    on_node(
+        node,
+        f"mkdir -p /tmp/www && echo {answer} > /tmp/www/version && echo ok > /tmp/www/health"
+        " && sudo systemd-run --unit=nodeport-stand-in python3 -m http.server 30080 --directory /tmp/www",
+    )
+
+
+def _through_balancer(count: int) -> list[str]:
+    answers = []
+    for _ in range(count):
+        try:
+            with urllib.request.urlopen(f"http://{BALANCER}/version", timeout=3) as response:
+                answers.append(response.read().decode().strip())
+        except OSError as error:
+            answers.append(f"error: {error}")
+    return answers
+
+
+def _balancer_states() -> dict[str, str]:
+    from lab.nodes import balancer
+    from lab.nodes.topology import Lab
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in TEST_LAB.items():
+            patch.setenv(key, value)
+        return balancer.server_states(Lab.from_env())
+
+
+def _wait_for_states(wanted: dict[str, str], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (states := _balancer_states()) != wanted:
+        assert time.monotonic() < deadline, f"balancer servers {states}, not {wanted}"
+        time.sleep(0.5)
+
+
+def test_the_balancer_forwards_to_the_workers_that_pass_its_checks(test_lab):
+    """haproxy from `lab up` at the lab's balancer address over both workers' NodePort:
+    a worker whose NodePort stops answering leaves within its checks, and with
+    retries on another worker not one request fails meanwhile."""
+    _serve_on_node_port(NODES[1], "one")
+    _serve_on_node_port(NODES[2], "two")
+    _wait_for_states({NODES[1]: "UP", NODES[2]: "UP"})
+    assert set(_through_balancer(10)) == {"one", "two"}
+    on_node(NODES[2], "sudo systemctl stop nodeport-stand-in")
+    # at once, before the checks noticed: a refused connect is tried again on the other worker
+    assert _through_balancer(10) == ["one"] * 10
+    _wait_for_states({NODES[1]: "UP", NODES[2]: "DOWN"})
+    on_node(NODES[1], "sudo systemctl stop nodeport-stand-in")
+    _wait_for_states({NODES[1]: "DOWN", NODES[2]: "DOWN"})
+    assert all(a.startswith("error") for a in _through_balancer(2))
 
 
 def test_reboot_restarts_systemd_and_keeps_state(test_lab):
@@ -242,7 +303,10 @@ def _leftovers() -> list[str]:
             continue
         if argv[0].endswith(b"systemd-nspawn") and any(b"labtest-" in a for a in argv):
             found.append(f"process {proc.parent.name}")
+        if argv[0].endswith(b"haproxy") and any(str(STATE).encode() in a for a in argv):
+            found.append(f"balancer process {proc.parent.name}")
     found += [f"link {link.name}" for link in Path("/sys/class/net").iterdir() if "labtest" in link.name]
+    found += [f"balancer file {p.name}" for p in STATE.glob("balancer.*") if p.suffix != ".log"]
     found += [
         f"mount {line.split()[4]}"
         for line in Path("/proc/self/mountinfo").read_text().splitlines()
