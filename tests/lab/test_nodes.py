@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from lab.mirror.app_image import PODMAN_RUN_FLAGS
+from lab.mirror.commands import APT_URL
 from lab.paths import CACHE
 from tests.conftest import run_tool
 
@@ -98,7 +99,8 @@ def test_node_has_what_a_kubelet_needs(test_lab):
         "writable cgroups": "sudo mkdir /sys/fs/cgroup/pids/probe && sudo rmdir /sys/fs/cgroup/pids/probe",
         "default route via the bridge": f"ip route show default | grep -q 'via {HOST_ADDRESS}'",
         "names of the other nodes": f"getent hosts {NODES[0]} | grep -q 10.78.0.11",
-        "apt points at the mirror": f"grep -q '^deb .*http://{HOST_ADDRESS}:8080/debian bookworm main$' {SOURCES}",
+        # every lab's nodes use the one mirror, served on the default lab's bridge address
+        "apt points at the mirror": f"grep -q '^deb .*{APT_URL}/debian bookworm main$' {SOURCES}",
     }
     failed = [name for name, command in checks.items() if on_node(node, command, check=False).returncode != 0]
     assert failed == []
