@@ -3,7 +3,6 @@ Its behaviour in front of nodes: tests/lab/test_nodes.py; under a worker outage:
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,18 +11,7 @@ import pytest
 
 from lab.nodes import balancer
 from lab.nodes.balancer import Settings
-from lab.nodes.topology import Lab
-
-
-def a_lab(tmp_path: Path) -> Lab:
-    return Lab(
-        "labunit",
-        "labunitbr0",
-        ipaddress.IPv4Network("10.79.0.0/24"),
-        ipaddress.IPv4Network("100.79.0.0/24"),
-        tmp_path / "state",
-        tmp_path / "hosts.yml",
-    )
+from tests.lab.unit_lab import a_lab
 
 
 def haproxy_check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import yaml
 
 from lab.nodes.commands import write_inventory
-from lab.nodes.topology import Lab
+from tests.lab.unit_lab import a_lab
 
 
 def test_the_lab_kubeconfig_is_the_labs_own_not_the_aws_default(tmp_path: Path) -> None:
     # roles/cluster's default is ~/.kube/<cluster_name>.conf: the lab's cluster_name
     # is the AWS default too, so a lab that kept it overwrote a real cluster's kubeconfig
-    lab = Lab(
-        "labunit",
-        "labunitbr0",
-        ipaddress.IPv4Network("10.79.0.0/24"),
-        ipaddress.IPv4Network("100.79.0.0/24"),
-        tmp_path / "state",
-        tmp_path / "hosts.yml",
-    )
+    lab = a_lab(tmp_path)
     write_inventory(lab, lab.nodes(2))
     variables = yaml.safe_load(lab.inventory.read_text())["all"]["vars"]
     path = Path(variables["cluster_kubeconfig_local_path"])
