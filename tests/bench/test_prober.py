@@ -121,7 +121,10 @@ def wait_refused(port: int) -> float:
 def test_errors_are_counted_when_the_server_goes_away(gunicorn):
     port, process = gunicorn
     prober = Prober("127.0.0.1", port, rate=100, expected={"probe-me"}).start()
-    time.sleep(1.0)
+    # answered requests before the kill, however loaded the machine (a fixed second was not always enough)
+    deadline = time.monotonic() + 30
+    while sum(s.ok for s in list(prober.samples)) < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
     killed_at = time.monotonic()
     os.killpg(process.pid, signal.SIGKILL)  # master and workers, like a crashed pod
     process.wait()
