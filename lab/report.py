@@ -213,16 +213,22 @@ def rollout_section(data: dict[str, Any]) -> list[str]:
         lines += table(["figure", "value"], ([label, outage.get(key)] for key, label in OUTAGE_LABELS.items()))
         if outage.get("whole_within_timeout") is False:
             lines += ["", f"The app was not whole again within {cell(outage.get('timeout_s'))} s."]
-        paths = data.get("worker_outage_paths")
-        if isinstance(paths, dict) and paths:
+        configurations = data.get("worker_outage_by_configuration")
+        if not (isinstance(configurations, dict) and len(configurations) > 1):
+            configurations = {"": data.get("worker_outage_paths")}
+        rows = [
+            [f"{name} {path}".strip(), get(f, "probed_node"), get(f, "errors"), get(f, "requests"),
+             get(f, "seconds_with_errors"), get(f, "first_error_at"), get(f, "last_error_at"),
+             get(f, "node_not_ready_at"), get(f, "seconds_until_whole")]
+            for name, paths in configurations.items() if isinstance(paths, dict)
+            for path, f in paths.items() if isinstance(f, dict)
+        ]  # fmt: skip
+        if rows:
             lines += ["", "Every path probed at once (s after the poweroff):", ""]
             lines += table(
-                ["path", "probed", "errors", "requests", "seconds with errors", "first error", "last error"],
-                (
-                    [name, get(f, "probed_node"), get(f, "errors"), get(f, "requests"),
-                     get(f, "seconds_with_errors"), get(f, "first_error_at"), get(f, "last_error_at")]
-                    for name, f in paths.items()
-                ),
+                ["path", "probed", "errors", "requests", "seconds with errors", "first error", "last error",
+                 "NotReady", "whole again"],
+                rows,
             )  # fmt: skip
     else:
         lines.append("Not measured in this report: `make bench-rollout ARGS=--worker-outage` adds it.")

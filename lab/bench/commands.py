@@ -11,6 +11,9 @@ a Pod watcher records when the old pods go. Variants, all in one run:
   server, probes on /version after 5 s, no preStop, default strategy) from the
   same image, rolled the same way with `helm upgrade --wait`, to show that the
   prober sees downtime when there is some;
+- with --service-policies Cluster,Local: the project's variants once per Service
+  externalTrafficPolicy (project-cluster/*, project-local/*), and the worker
+  outage too, so the two are compared on the same cluster in one run;
 - project/bad-release: deploy.yml with a release whose pods never become ready;
   it must fail, Helm must roll back, and only the old message may be served.
 
@@ -73,13 +76,26 @@ def checkout(ref: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def time_unchanged(message: str, tree: Path, runs: int = UNCHANGED_RUNS) -> dict[str, object]:
+def project_configurations(options: argparse.Namespace) -> list[tuple[str, tuple[str, ...]]]:
+    """The project's configurations to measure: as the inventory sets it, or once per
+    --service-policies entry (`project-local`, `project-cluster`), in the order given."""
+    if not options.service_policies:
+        return [("project", ())]
+    return [
+        (f"project-{policy.lower()}", ("-e", f"app_service_external_traffic_policy={policy}"))
+        for policy in options.service_policies
+    ]
+
+
+def time_unchanged(
+    message: str, tree: Path, extra: tuple[str, ...] = (), runs: int = UNCHANGED_RUNS
+) -> dict[str, object]:
     """deploy.yml of tree, `runs` times, with the message the app serves already: seconds
     (each run, median, longest), changed tasks (the most any run reported)."""
     seconds, changed, exit_codes = [], [], []
     for _ in range(runs):
         started = time.monotonic()
-        result = run(deploy_argv(message, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
+        result = run(deploy_argv(message, *extra, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
         seconds.append(round(time.monotonic() - started, 2))
         changed.append(play_recap(result.stdout).get("localhost", {}).get("changed"))
         exit_codes.append(result.returncode)
@@ -119,27 +135,28 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
 
     unchanged: dict[str, dict[str, object]] = {}
     with contextlib.ExitStack() as checkouts:
-        configurations: list[tuple[str, Path, list[str]]] = []
+        # (name, tree, modes, extra deploy.yml arguments)
+        configurations: list[tuple[str, Path, list[str], tuple[str, ...]]] = []
         if options.baseline and options.baseline_modes:
             baseline = checkouts.enter_context(checkout(options.baseline))
-            configurations.append(("baseline", baseline, options.baseline_modes))
-        configurations.append(("project", REPO, options.modes))
-        for name, tree, modes in configurations:
+            configurations.append(("baseline", baseline, options.baseline_modes, ()))
+        configurations += [(name, REPO, options.modes, extra) for name, extra in project_configurations(options)]
+        for name, tree, modes, extra in configurations:
             if not modes:
                 continue
             with step(f"{name}: settle on its configuration (an unmeasured deploy.yml with the same message)"):
-                run(deploy_argv(current, tree=tree), env=deploy_env(tree), cwd=tree, capture=True)
+                run(deploy_argv(current, *extra, tree=tree), env=deploy_env(tree), cwd=tree, capture=True)
             for mode in modes:
                 new = f"hola {name} {mode} {stamp}"
                 with step(f"{name}/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
                     rollout = Rollout(f"{name}/{mode}", PROJECT, mode, current, new, expect_success=True)
-                    trigger = lambda new=new, tree=tree: deploy_playbook(new, tree=tree)  # noqa: E731
+                    trigger = lambda new=new, tree=tree, extra=extra: deploy_playbook(new, *extra, tree=tree)  # noqa: E731
                     results.append(measure(rollout, trigger, host=app_host, port=app_port, **measure_options))
                     if rollout.trigger_rc != 0:
                         raise StepFailed(f"deploy.yml failed:\n{rollout.trigger_output[-3000:]}")
                     current = new
             with step(f"{name}: deploy.yml with the message it serves already"):
-                unchanged[name] = time_unchanged(current, tree)
+                unchanged[name] = time_unchanged(current, tree, extra)
 
     if options.control:
         old, new = f"seed before {stamp}", f"seed after {stamp}"
@@ -177,23 +194,33 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
 
     outage = None
     outages: dict[str, dict[str, object]] = {}
+    outages_by_configuration: dict[str, dict[str, dict[str, object]]] = {}
     if options.worker_outage:
-        with step(f"worker outage: power off a worker with an app pod under {options.rate:.0f} req/s"):
-            measured = measure_worker_outage(
-                kubeconfig=kubeconfig,
-                message=current,
-                rate=options.rate,
-                before=options.before,
-                after=options.after,
-                paths=options.outage_paths,
-            )
-            REPORTS.mkdir(exist_ok=True)
-            for each in measured:
-                name = f"rollout-worker-outage-{each.path.replace('/', '-')}.csv"
-                write_csv(REPORTS / name, each.samples, each.poweroff_at)
-            outages = {each.path: each.report() for each in measured}
-            # the page's table: what a user sees (through the balancer when there is one)
-            outage = outages.get("balancer/new") or next(iter(outages.values()))
+        # The last configuration measured is the one the cluster is left with; the page shows the
+        # first one given (the inventory's when there is only one).
+        for name, extra in project_configurations(options):
+            with step(f"{name}: worker outage, a worker with an app pod powered off under {options.rate:.0f} req/s"):
+                run(deploy_argv(current, *extra), env=deploy_env(), cwd=REPO, capture=True)
+                measured = measure_worker_outage(
+                    kubeconfig=kubeconfig,
+                    message=current,
+                    rate=options.rate,
+                    before=options.before,
+                    after=options.after,
+                    paths=options.outage_paths,
+                )
+                REPORTS.mkdir(exist_ok=True)
+                suffix = "" if name == "project" else f"-{name}"
+                for each in measured:
+                    csv = f"rollout-worker-outage{suffix}-{each.path.replace('/', '-')}.csv"
+                    write_csv(REPORTS / csv, each.samples, each.poweroff_at)
+                outages_by_configuration[name] = {
+                    each.path: {**each.report(), "configuration": name} for each in measured
+                }
+        first = next(iter(outages_by_configuration.values()))
+        outages = first
+        # the page's table: what a user sees (through the balancer when there is one)
+        outage = outages.get("balancer/new") or next(iter(outages.values()))
 
     REPORTS.mkdir(exist_ok=True)
     reports = [r.report() for r in results]
@@ -219,9 +246,12 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     if outage:
         document["worker_outage"] = outage
         document["worker_outage_paths"] = outages
+        document["worker_outage_by_configuration"] = outages_by_configuration
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    for each in outages.values():
-        print_outage(each)
+    for name, measured_paths in outages_by_configuration.items():
+        print(f"worker outage, {name}:")
+        for each in measured_paths.values():
+            print_outage(each)
     for name, figures in unchanged.items():
         print(
             f"deploy.yml with the same message, {name}: median {figures['seconds']} s of {figures['runs']},"
@@ -274,6 +304,13 @@ def parser() -> argparse.ArgumentParser:
         choices=["balancer", "nodeport"],
         default="balancer",
         help="rollouts probe the lab's load balancer (default, when it runs) or a worker's NodePort directly",
+    )
+    p.add_argument(
+        "--service-policies",
+        type=lambda s: [p for p in s.split(",") if p],
+        default=[],
+        help="measure the project once per Service externalTrafficPolicy given, e.g. Cluster,Local, in one run "
+        "(deploy.yml -e app_service_external_traffic_policy=...; the last stays). Default: the inventory's choice",
     )
     p.add_argument("--host", help="with --via nodeport: whose NodePort is probed (default: the first worker)")
     p.add_argument("--kubeconfig", default=str(KUBECONFIG))

@@ -72,6 +72,12 @@ PATHS = {
 }
 
 
+def service_traffic_policy(api: object) -> str:
+    """The app Service's externalTrafficPolicy (Cluster or Local)."""
+    service = api.read_namespaced_service(PROJECT.release, PROJECT.namespace)  # type: ignore[attr-defined]
+    return str(service.spec.external_traffic_policy)
+
+
 def measure_worker_outage(
     *, kubeconfig: Path, message: str, rate: float, before: float, after: float, paths: list[str] | None = None
 ) -> list[WorkerOutage]:
@@ -92,9 +98,12 @@ def measure_worker_outage(
     if stopped is None:
         watcher.stop()
         raise StepFailed(f"no ready app pod on a worker ({[(p.name, p.node) for p in pods]})")
-    # Probe a worker that stays up; one without an app pod if there is one, so every request crosses nodes.
+    # Probe a worker that stays up. With the Service's externalTrafficPolicy Cluster, one without an app
+    # pod if there is one, so every request crosses nodes; with Local its NodePort reaches only its own
+    # pods, so one that has one (a pod-less worker drops every request, as designed).
     up_workers = [name for name in addresses if name != stopped]
-    probed = min(up_workers, key=lambda name: any(p.node == name for p in ready))
+    local = service_traffic_policy(watcher.api) == "Local"
+    probed = min(up_workers, key=lambda name: any(p.node == name for p in ready) != local)
     endpoints = {
         "survivor": (probed, addresses[probed], PROJECT.node_port),
         "dead": (stopped, addresses[stopped], PROJECT.node_port),

@@ -42,12 +42,16 @@ class Rollout:
 
 
 @pytest.fixture(scope="module")
-def worker(lab_cluster: LabCluster) -> str:
-    return worker_address()
+def app(lab_cluster: LabCluster) -> str:
+    """host:port where users reach the app: the load balancer the inventory names (which makes the
+    Service Local: a worker without an app pod drops), else the first worker's NodePort."""
+    inventory = lab_inventory()
+    balancer = inventory.var(inventory.master, "app_load_balancer_address")
+    return str(balancer) if balancer else f"{worker_address()}:{NODE_PORT}"
 
 
 @pytest.fixture(scope="module")
-def apis(worker: str) -> tuple[client.AppsV1Api, client.CoreV1Api]:
+def apis(app: str) -> tuple[client.AppsV1Api, client.CoreV1Api]:
     api_client = config.new_client_from_config(config_file=str(KUBECONFIG))
     return client.AppsV1Api(api_client), client.CoreV1Api(api_client)
 
@@ -78,13 +82,13 @@ def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return counts
 
 
-def version(worker: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(f"http://{worker}:{NODE_PORT}/version", timeout=5) as response:
+def version(app: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://{app}/version", timeout=5) as response:
         return response.status, response.read()
 
 
-def served_message(worker: str) -> str:
-    status, body = version(worker)
+def served_message(app: str) -> str:
+    status, body = version(app)
     assert status == 200
     document = json.loads(body.decode("utf-8"))
     assert list(document) == ["message"]
@@ -124,7 +128,7 @@ def namespace_exists(core: client.CoreV1Api) -> bool:
 # ------------------------------------------------------------------ the tests, in order
 
 
-def test_invalid_messages_are_rejected_before_anything_changes(worker, apis, tmp_path):
+def test_invalid_messages_are_rejected_before_anything_changes(app, apis, tmp_path):
     before_revision = helm_revision()
     before_namespace = namespace_exists(apis[1])
     too_long = "x" * 16385
@@ -142,16 +146,16 @@ def test_invalid_messages_are_rejected_before_anything_changes(worker, apis, tmp
     assert namespace_exists(apis[1]) == before_namespace
 
 
-def test_deploy_serves_the_message(worker, apis):
+def test_deploy_serves_the_message(app, apis):
     started = time.monotonic()
     succeeded(deploy("hello-world"))
     print(f"deploy.yml hello-world: {time.monotonic() - started:.1f}s")
-    assert served_message(worker) == "hello-world"
+    assert served_message(app) == "hello-world"
     config_map = apis[1].read_namespaced_config_map(DEPLOYMENT, NAMESPACE)
     assert config_map.data == {"APP_MESSAGE": "hello-world"}
 
 
-def test_the_same_message_again_changes_and_rolls_nothing(worker, apis):
+def test_the_same_message_again_changes_and_rolls_nothing(app, apis):
     before = rollout_state(apis)
     started = time.monotonic()
     result = deploy("hello-world")
@@ -162,7 +166,7 @@ def test_the_same_message_again_changes_and_rolls_nothing(worker, apis):
     assert "unchanged" in result.stdout and "nothing rolled" in result.stdout
 
 
-def test_a_new_message_rolls_a_new_replicaset(worker, apis):
+def test_a_new_message_rolls_a_new_replicaset(app, apis):
     before = rollout_state(apis)
     started = time.monotonic()
     result = deploy("hola")
@@ -174,7 +178,7 @@ def test_a_new_message_rolls_a_new_replicaset(worker, apis):
     assert after.helm_revision == before.helm_revision + 1
     assert not (after.pods & before.pods), "some pods were not replaced"
     assert len(after.pods) == 2  # the old pods are gone when deploy.yml returns
-    assert served_message(worker) == "hola"
+    assert served_message(app) == "hola"
     assert f"ReplicaSet before: {before.replicaset}" in result.stdout
     assert f"ReplicaSet now:    {after.replicaset}" in result.stdout
     assert f"Helm revision {after.helm_revision}" in result.stdout
@@ -190,70 +194,71 @@ TRICKY_COMMAND_LINE = ["yes", "0123"]
 
 
 @pytest.mark.parametrize("message", TRICKY_FILES.values(), ids=TRICKY_FILES.keys())
-def test_tricky_messages_from_a_file_arrive_byte_for_byte(worker, apis, tmp_path, message):
+def test_tricky_messages_from_a_file_arrive_byte_for_byte(app, apis, tmp_path, message):
     succeeded(deploy(message, tmp_path=tmp_path))
-    status, body = version(worker)
+    status, body = version(app)
     assert status == 200
     assert json.loads(body.decode("utf-8")) == {"message": message}
     assert apis[1].read_namespaced_config_map(DEPLOYMENT, NAMESPACE).data == {"APP_MESSAGE": message}
 
 
 @pytest.mark.parametrize("message", TRICKY_COMMAND_LINE)
-def test_messages_that_look_like_other_types_stay_strings(worker, message):
+def test_messages_that_look_like_other_types_stay_strings(app, message):
     """`-e app_message=yes` and `-e app_message=0123`: neither a boolean nor an octal number."""
     succeeded(deploy(message))
-    assert served_message(worker) == message
+    assert served_message(app) == message
 
 
-def test_a_message_with_braces_from_an_unsafe_vars_file(worker, tmp_path):
+def test_a_message_with_braces_from_an_unsafe_vars_file(app, tmp_path):
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text("app_message: !unsafe '{{ not templated }}: kept'\n", encoding="utf-8")
     succeeded(playbook("deploy.yml", "-e", f"@{vars_file}"))
-    assert served_message(worker) == "{{ not templated }}: kept"
+    assert served_message(app) == "{{ not templated }}: kept"
 
 
-def test_a_release_that_never_becomes_ready_fails_and_is_rolled_back(worker, apis):
+def test_a_release_that_never_becomes_ready_fails_and_is_rolled_back(app, apis):
     succeeded(deploy("before-the-bad-release"))
     before = rollout_state(apis)
     result = deploy("never-ready", "-e", "app_fail_readiness=true", "-e", "app_helm_timeout=45s")
     assert result.returncode != 0
     assert "Installing or upgrading tiny-http-app in tiny-http-app failed" in result.stdout
     assert "has been rolled back due to atomic being set" in result.stdout, result.stdout[-3000:]
-    assert served_message(worker) == "before-the-bad-release"
+    assert served_message(app) == "before-the-bad-release"
     after = rollout_state(apis)
     assert after.replicaset == before.replicaset  # the rollback returned to the same ReplicaSet
     assert after.helm_revision == before.helm_revision + 2  # the failed upgrade, then the rollback
 
 
-def test_undeploy_removes_everything_and_is_idempotent(worker, apis):
+def test_undeploy_removes_everything_and_is_idempotent(app, apis):
     counts = succeeded(playbook("playbooks/undeploy.yml"))
     assert counts["changed"] >= 1
     assert helm_revision() is None
     assert not namespace_exists(apis[1])
     with pytest.raises(OSError):
-        version(worker)
+        version(app)
     again = succeeded(playbook("playbooks/undeploy.yml"))
     assert again["changed"] == 0
 
 
-def test_a_fresh_install_creates_the_namespace_and_serves(worker, apis):
+def test_a_fresh_install_creates_the_namespace_and_serves(app, apis):
     started = time.monotonic()
     counts = succeeded(deploy("hello-world"))
     print(f"deploy.yml fresh install: {time.monotonic() - started:.1f}s, {counts}")
     assert namespace_exists(apis[1])
     labels = apis[1].read_namespace(NAMESPACE).metadata.labels
     assert labels["kubeadm-helm-rollout/created-by"] == "app-role"
-    assert served_message(worker) == "hello-world"
+    assert served_message(app) == "hello-world"
 
 
-def test_a_runtime_restart_under_load_fails_no_request(worker, apis, lab_cluster: LabCluster):
+def test_a_runtime_restart_under_load_fails_no_request(app, apis, lab_cluster: LabCluster):
     """`systemctl restart crio` (or containerd) on a worker that runs an app pod: conmon (the
     containerd shim) keeps the containers running, so 100 requests/s see no error."""
     pods = apis[1].list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=tiny-http-app").items
     node_name = next(pod.spec.node_name for pod in pods if pod.status.phase == "Running")
     runtime = "crio" if setting(lab_inventory(), node_name, "cluster_container_runtime") == "crio" else "containerd"
     node = Lab.from_env().node(node_name)
-    prober = Prober(worker, NODE_PORT, rate=100, expected={"hello-world"}).start()
+    host, port = app.rsplit(":", 1)
+    prober = Prober(host, int(port), rate=100, expected={"hello-world"}).start()
     time.sleep(3)
     restart = ssh_argv(node, "sudo", "systemctl", "restart", runtime)
     restarted = subprocess.run(restart, check=False, capture_output=True, text=True, timeout=120)
@@ -266,4 +271,4 @@ def test_a_runtime_restart_under_load_fails_no_request(worker, apis, lab_cluster
     summary = summarize(samples)
     print(f"{runtime} restarted on {node_name} under load: {summary['errors']} errors / {summary['requests']} requests")
     assert summary["errors"] == 0, summary
-    assert served_message(worker) == "hello-world"
+    assert served_message(app) == "hello-world"
