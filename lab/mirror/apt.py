@@ -3,7 +3,10 @@
 - core:/stable:/v1.29/deb/: a flat repository like pkgs.k8s.io's (Packages,
   Release, InRelease, Release.gpg and the armored Release.key in the same
   directory, the .debs under amd64/), sources line
-  `deb [signed-by=KEYRING] http://10.77.0.1:8080/core:/stable:/v1.29/deb/ /`.
+  `deb [signed-by=KEYRING] http://10.77.0.1:8080/core:/stable:/v1.29/deb/ /`;
+  one per release set (lab.mirror.builds.ReleaseSet), beside each other, as
+  pkgs.k8s.io has one per minor, and CRI-O's likewise. Each has its own stamp:
+  adding a set's repositories leaves the others' files untouched.
 - debian/: a Debian bookworm subset (dists/bookworm/main/binary-amd64, pool/)
   with what nodes install from the OS archive (DEBIAN_SUBSET_PACKAGES) and
   every dependency a minimal bookworm system lacks. Dependencies are resolved by
@@ -21,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lab.mirror import builds
+from lab.mirror.builds import DEFAULT, ReleaseSet
 from lab.nodes.rootfs import debian_mirror, debootstrap
 from lab.paths import CACHE
 from lab.run import log, run, step
@@ -35,13 +38,13 @@ KEYRING = KEYS_DIR / "kubeadm-lab-archive-keyring.gpg"
 ARMORED_KEY = KEYS_DIR / "Release.key"
 KEY_UID = "kubeadm-helm-rollout lab mirror <mirror@kubeadm-lab.invalid>"
 
-KUBERNETES_MINOR = "v" + ".".join(builds.KUBERNETES_VERSION.lstrip("v").split(".")[:2])
-CORE_REPO_PATH = f"core:/stable:/{KUBERNETES_MINOR}/deb"
+KUBERNETES_MINOR = DEFAULT.kubernetes_minor
+CORE_REPO_PATH = DEFAULT.core_repo_path
 CORE_REPO = APT_ROOT / CORE_REPO_PATH
 # CRI-O's packages moved from pkgs.k8s.io's addons to openSUSE's build service:
 # https://download.opensuse.org/repositories/isv:/cri-o:/stable:/v1.29/deb/
-CRIO_MINOR = "v" + ".".join(builds.CRIO_VERSION.lstrip("v").split(".")[:2])
-CRIO_REPO_PATH = f"repositories/isv:/cri-o:/stable:/{CRIO_MINOR}/deb"
+CRIO_MINOR = DEFAULT.crio_minor
+CRIO_REPO_PATH = DEFAULT.crio_repo_path
 DEBIAN_REPO = APT_ROOT / "debian"
 DEBIAN_SUITE = "bookworm"
 # verifies the Debian mirror's Release while the subset is downloaded
@@ -185,25 +188,27 @@ def build_flat_repo(path: str, debs: list[Path], fingerprint: str, label: str, d
     return True
 
 
-def build_core_repo(debs: list[Path], fingerprint: str) -> bool:
-    """pkgs.k8s.io's core:/stable:/v1.29/deb/ with the Kubernetes packages."""
+def build_core_repo(debs: list[Path], fingerprint: str, release: ReleaseSet = DEFAULT) -> bool:
+    """pkgs.k8s.io's core:/stable:/<minor>/deb/ with the release set's Kubernetes packages."""
+    minor = release.kubernetes_minor
     return build_flat_repo(
-        CORE_REPO_PATH,
+        release.core_repo_path,
         debs,
         fingerprint,
-        f"kubeadm-lab core:stable:{KUBERNETES_MINOR}",
-        f"Kubernetes {KUBERNETES_MINOR} packages rebuilt from pinned sources",
+        f"kubeadm-lab core:stable:{minor}",
+        f"Kubernetes {minor} packages rebuilt from pinned sources",
     )
 
 
-def build_crio_repo(debs: list[Path], fingerprint: str) -> bool:
-    """openSUSE's isv:/cri-o:/stable:/v1.29/deb/ with the cri-o package."""
+def build_crio_repo(debs: list[Path], fingerprint: str, release: ReleaseSet = DEFAULT) -> bool:
+    """openSUSE's isv:/cri-o:/stable:/<minor>/deb/ with the release set's cri-o package."""
+    minor = release.crio_minor
     return build_flat_repo(
-        CRIO_REPO_PATH,
+        release.crio_repo_path,
         debs,
         fingerprint,
-        f"kubeadm-lab isv:cri-o:stable:{CRIO_MINOR}",
-        f"CRI-O {CRIO_MINOR} package rebuilt from its pinned release tag",
+        f"kubeadm-lab isv:cri-o:stable:{minor}",
+        f"CRI-O {minor} package rebuilt from its pinned release tag",
     )
 
 

@@ -1,6 +1,7 @@
 """Calico for the mirror: its three images and its manifests, where upstream serves them.
 
-The binaries come from the release tag's tarball (lab.mirror.builds.CALICO). The
+The binaries come from the release tag's tarball (a release set's calico build,
+lab.mirror.builds; every function takes the set, 1.29's by default). The
 images carry the manifest's names and tag, calico/<name>:v3.26.5, which the
 master role's kustomization points at <cluster_image_registry>/calico/<name>:
 - calico/node: upstream builds it on UBI with iptables (legacy and nft),
@@ -19,7 +20,11 @@ master role's kustomization points at <cluster_image_registry>/calico/<name>:
 
 The manifests are copied byte for byte from the tarball into the apt root
 at projectcalico/calico/<version>/manifests/: the lab's URL differs from
-raw.githubusercontent.com's only in scheme and host. Their sha256 is pinned here.
+raw.githubusercontent.com's only in scheme and host. Their sha256 is pinned in
+the release set (builds.ReleaseSet.calico_manifest_sha256).
+
+Later trees lack a few license directories 3.26.5 has (node/filesystem/licenses,
+cni-plugin/licenses in 3.28.5): the images copy the ones the tree has.
 """
 
 from __future__ import annotations
@@ -30,20 +35,19 @@ from pathlib import Path
 from lab.mirror import builds
 from lab.mirror.app_image import import_rootfs_image
 from lab.mirror.apt import APT_ROOT
-from lab.mirror.distfiles import CALICO_SOURCE, sha256_of, unpacked
+from lab.mirror.builds import ReleaseSet
+from lab.mirror.distfiles import Distfile, sha256_of, unpacked
 from lab.mirror.gobuild import build
 from lab.mirror.imagespec import LOCAL_PREFIX, ImageSpec
 from lab.nodes.rootfs import debootstrap
 from lab.run import step
 
-VERSION = builds.CALICO_VERSION
+DEFAULT = builds.DEFAULT
+VERSION = DEFAULT.calico_version
 # sha256 of upstream's manifests at the tag (the files in the tarball, byte for byte)
-MANIFEST_SHA256 = {
-    "calico-vxlan.yaml": "ef5c84d633d3eaae85746a8a54e288b89432547a2f1bcc2551572e77f71e1a6c",
-    "calico.yaml": "2468a8c939658b959860b0e78c3d2f420c53bb08af7511f3d335e051f9db8b22",
-}
+MANIFEST_SHA256 = DEFAULT.calico_manifest_sha256
 # relative to the mirror's HTTP root, as under https://raw.githubusercontent.com/
-MANIFESTS_PATH = f"projectcalico/calico/{VERSION}/manifests"
+MANIFESTS_PATH = DEFAULT.calico_manifests_path
 MANIFESTS_DIR = APT_ROOT / MANIFESTS_PATH
 
 # what the node image runs besides calico-node: Felix's iptables-{legacy,nft}-
@@ -57,13 +61,13 @@ IMAGE_NAMES = ("node", "cni", "kube-controllers")
 SCRATCH_NSSWITCH = "hosts: files dns\n"
 
 
-def image_reference(name: str) -> str:
-    return f"calico/{name}:{VERSION}"
+def image_reference(name: str, release: ReleaseSet = DEFAULT) -> str:
+    return f"calico/{name}:{release.calico_version}"
 
 
-def expected_images() -> list[str]:
+def expected_images(release: ReleaseSet = DEFAULT) -> list[str]:
     """name:tag of the Calico images the registry must hold (what the manifest names, without docker.io/)."""
-    return [image_reference(name) for name in IMAGE_NAMES]
+    return [image_reference(name, release) for name in IMAGE_NAMES]
 
 
 def node_base_image() -> str:
@@ -76,19 +80,32 @@ def _lines(*lines: str) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def image_specs() -> list[ImageSpec]:
-    calico = build(builds.CALICO)
-    mountns = build(builds.CALICO_MOUNTNS)
-    cni_plugins = build(builds.CNI_PLUGINS)
-    tree = unpacked(CALICO_SOURCE)
+def _source(release: ReleaseSet) -> Distfile:
+    if release.calico.source is None:
+        raise ValueError(f"Calico {release.calico_version} has no source tarball")
+    return release.calico.source
+
+
+def _optional_dir(name: str, directory: Path) -> dict[str, Path]:
+    return {name: directory} if directory.is_dir() else {}
+
+
+def image_specs(release: ReleaseSet = DEFAULT) -> list[ImageSpec]:
+    source = _source(release)
+    version = release.calico_version
+    calico = build(release.calico)
+    mountns = build(release.calico_mountns)
+    cni_plugins = build(release.cni_plugins)
+    tree = unpacked(source)
     node_files = tree / "node" / "filesystem"
-    label = f'LABEL version="{VERSION}" source="{CALICO_SOURCE.upstream}@{CALICO_SOURCE.commit}"'
+    label = f'LABEL version="{version}" source="{source.upstream}@{source.commit}"'
+    node_licenses = _optional_dir("licenses", node_files / "licenses")
     node = ImageSpec(
         name="calico/node",
-        tag=VERSION,
+        tag=version,
         files={
             "etc": node_files / "etc",
-            "licenses": node_files / "licenses",
+            **node_licenses,
             "sbin": node_files / "sbin",
             "LICENSE": tree / "node" / "LICENSE",
             "calico-node": calico / "calico-node",
@@ -97,7 +114,7 @@ def image_specs() -> list[ImageSpec]:
         containerfile=_lines(
             f"FROM {node_base_image()}",
             "COPY etc/ /etc/",
-            "COPY licenses/ /licenses/",
+            *(["COPY licenses/ /licenses/"] if node_licenses else []),
             "COPY LICENSE /licenses/",
             "COPY sbin/ /usr/sbin/",
             # /bin is /usr/bin in bookworm: the probes' /bin/calico-node
@@ -114,15 +131,17 @@ def image_specs() -> list[ImageSpec]:
         "calico-ipam": calico / "calico",
         "install": calico / "install",
     } | {plugin: cni_plugins / plugin for plugin in CNI_STANDARD_PLUGINS}
+    cni_licenses = _optional_dir("licenses", tree / "cni-plugin" / "licenses")
     cni = ImageSpec(
         name="calico/cni",
-        tag=VERSION,
-        files={f"bin/{name}": source for name, source in cni_binaries.items()}
-        | {"licenses": tree / "cni-plugin" / "licenses", "LICENSE": tree / "cni-plugin" / "LICENSE"},
+        tag=version,
+        files={f"bin/{name}": binary for name, binary in cni_binaries.items()}
+        | cni_licenses
+        | {"LICENSE": tree / "cni-plugin" / "LICENSE"},
         texts={"nsswitch.conf": SCRATCH_NSSWITCH},
         containerfile=_lines(
             "FROM scratch",
-            "COPY licenses/ /licenses/",
+            *(["COPY licenses/ /licenses/"] if cni_licenses else []),
             "COPY LICENSE /licenses/",
             "COPY nsswitch.conf /etc/nsswitch.conf",
             "COPY bin/ /opt/cni/bin/",
@@ -135,7 +154,7 @@ def image_specs() -> list[ImageSpec]:
     uid = KUBE_CONTROLLERS_UID
     kube_controllers = ImageSpec(
         name="calico/kube-controllers",
-        tag=VERSION,
+        tag=version,
         files={
             "kube-controllers": calico / "kube-controllers",
             "check-status": calico / "check-status",
@@ -157,26 +176,26 @@ def image_specs() -> list[ImageSpec]:
     return [node, cni, kube_controllers]
 
 
-def serve_manifests() -> list[str]:
+def serve_manifests(release: ReleaseSet = DEFAULT) -> list[str]:
     """Copy upstream's manifests into the served tree when missing or different; return the ones copied."""
-    tree = unpacked(CALICO_SOURCE)
+    tree = unpacked(_source(release))
     copied = []
-    for name, sha256 in MANIFEST_SHA256.items():
+    for name, sha256 in release.calico_manifest_sha256.items():
         source = tree / "manifests" / name
         actual = sha256_of(source)
         if actual != sha256:
             raise ValueError(f"{source} has sha256 {actual}, pinned {sha256}")
-        target = MANIFESTS_DIR / name
+        target = manifest_path(name, release)
         if target.is_file() and sha256_of(target) == sha256:
             continue
-        with step(f"serve Calico manifest {MANIFESTS_PATH}/{name}"):
+        with step(f"serve Calico manifest {release.calico_manifests_path}/{name}"):
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(name + ".partial")
             shutil.copyfile(source, partial)
             partial.rename(target)
-        copied.append(f"{MANIFESTS_PATH}/{name}")
+        copied.append(f"{release.calico_manifests_path}/{name}")
     return copied
 
 
-def manifest_path(name: str) -> Path:
-    return MANIFESTS_DIR / name
+def manifest_path(name: str, release: ReleaseSet = DEFAULT) -> Path:
+    return APT_ROOT / release.calico_manifests_path / name

@@ -12,9 +12,17 @@ CACHE/mirror/, keyed by version):
    manifests/, in the same HTTP root (lab.mirror.calico);
 5. the images kubeadm pulls, Calico's and the app image, pushed into a
    docker-registry storage (lab.mirror.images).
+That is the default release set (lab.mirror.builds.DEFAULT, Kubernetes 1.29).
+Other sets (1.30, the upgrade's target) are built only when asked, beside it,
+into the same trees the services serve: `python -m lab mirror --release 1.30`
+or build_release("1.30"); a newcomer's `make mirror` never builds or waits for
+them.
 
 Interface used by lab.nodes.commands and lab.nodes.image:
 - is_built() -> bool: everything `make mirror` makes is in the cache;
+- build_release(name) -> list[str]: the default mirror, then the release set
+  name ("1.30"), each part only when missing (what the upgrade test and
+  benchmark call); is_release_built(name) -> bool;
 - start_services(): serve the apt repository (APT_PORT, a static HTTP server)
   and the registry (REGISTRY_PORT, Debian's docker-registry) on the lab bridge
   address, daemonized with pid files in CACHE/mirror/run/, idempotently;
@@ -66,6 +74,30 @@ def _mirror_key() -> str:
 
 def is_built() -> bool:
     return COMPLETE.is_file() and COMPLETE.read_text().strip() == _mirror_key()
+
+
+def _release_key(release: builds.ReleaseSet) -> str:
+    """What a complete non-default release set was built from."""
+    from lab.mirror import debs, images
+
+    parts = [spec.stamp() for spec in release.go_builds]
+    parts += [release.core_repo_path, release.crio_repo_path, debs.REVISION]
+    parts += [" ".join(images.release_images(release))]
+    parts += [" ".join(f"{path} {sha256}" for path, sha256 in sorted(release.calico_manifest_sha256.items()))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _release_complete(release: builds.ReleaseSet) -> Path:
+    return MIRROR_DIR / f".complete-{release.name}"
+
+
+def is_release_built(name: str) -> bool:
+    """Whether the default mirror and the release set name ("1.30") are in the cache."""
+    release = builds.release(name)
+    if release is builds.DEFAULT:
+        return is_built()
+    marker = _release_complete(release)
+    return is_built() and marker.is_file() and marker.read_text().strip() == _release_key(release)
 
 
 def public_key_path() -> Path:
@@ -150,40 +182,68 @@ def build_mirror(with_app: bool = True) -> list[str]:
 
 
 def _build_mirror(with_app: bool) -> list[str]:
+    done = _build_set(builds.DEFAULT, with_app=with_app, debian_subset=True)
+    if with_app:
+        COMPLETE.write_text(_mirror_key() + "\n")
+    return done
+
+
+def build_release(name: str) -> list[str]:
+    """The default mirror, then the release set name ("1.30": the upgrade's target)
+    beside it; return what was done (empty when warm)."""
+    release = builds.release(name)
+    done = build_mirror()
+    if release is builds.DEFAULT:
+        return done
+    with exclusive(MIRROR_DIR / ".lock", f"mirror build of release {release.name}"):
+        done += _build_set(release, with_app=False, debian_subset=False)
+        _release_complete(release).write_text(_release_key(release) + "\n")
+    return done
+
+
+def _build_set(release: builds.ReleaseSet, with_app: bool, debian_subset: bool) -> list[str]:
+    """A release set's Go builds, packages, repositories, manifests and images, each
+    only when missing or stale (the Debian subset and the app image are shared:
+    `make mirror` makes them); return what was done."""
     from lab.mirror import apt, calico, debs, images
 
     done: list[str] = []
-    for spec in builds.MIRROR_BUILDS:
+    for spec in release.go_builds:
         if not is_current(spec):
             build(spec)
             done.append(f"go build {spec.name} {spec.version}")
     before = {deb: deb.stat().st_mtime_ns for deb in debs.DEBS_DIR.glob("*.deb")}
-    kubernetes_debs = debs.build_debs(debs.packages())
-    crio_debs = debs.build_debs([debs.crio_package()])
+    kubernetes_debs = debs.build_debs(debs.packages(release))
+    crio_debs = debs.build_debs([debs.crio_package(release)])
     done += [f"package {deb.name}" for deb in kubernetes_debs + crio_debs if before.get(deb) != deb.stat().st_mtime_ns]
     try:
         fingerprint = apt.ensure_signing_key()
-        if apt.build_core_repo(kubernetes_debs, fingerprint):
-            done.append(f"apt repository {apt.CORE_REPO_PATH}")
-        if apt.build_crio_repo(crio_debs, fingerprint):
-            done.append(f"apt repository {apt.CRIO_REPO_PATH}")
-        if apt.build_debian_subset(fingerprint):
+        if apt.build_core_repo(kubernetes_debs, fingerprint, release):
+            done.append(f"apt repository {release.core_repo_path}")
+        if apt.build_crio_repo(crio_debs, fingerprint, release):
+            done.append(f"apt repository {release.crio_repo_path}")
+        if debian_subset and apt.build_debian_subset(fingerprint):
             done.append(f"apt repository debian {apt.DEBIAN_SUITE} subset")
     finally:
         apt.stop_gpg_agent()
-    done += [f"manifest {path}" for path in calico.serve_manifests()]
-    done += [f"image {reference}" for reference in images.build_images(with_app=with_app)]
-    if with_app:
-        COMPLETE.write_text(_mirror_key() + "\n")
+    done += [f"manifest {path}" for path in calico.serve_manifests(release)]
+    done += [f"image {reference}" for reference in images.build_images(with_app=with_app, release=release)]
     return done
 
 
 def mirror_command(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make mirror", description="build the offline package and image mirror")
     parser.add_argument("--no-app", action="store_true", help="skip the app image (the mirror stays incomplete)")
+    parser.add_argument(
+        "--release",
+        choices=sorted(builds.RELEASES),
+        help=f"also build this release set beside the default {builds.DEFAULT.name} (e.g. 1.30, the upgrade's target)",
+    )
     options = parser.parse_args(args)
+    if options.release and options.no_app:
+        parser.error("--release builds the complete default mirror first: drop --no-app")
     started = time.monotonic()
-    done = build_mirror(with_app=not options.no_app)
+    done = build_release(options.release) if options.release else build_mirror(with_app=not options.no_app)
     elapsed = time.monotonic() - started
     if done:
         log(f"mirror: built {len(done)} parts in {elapsed:.1f}s: {', '.join(done)}")
@@ -191,4 +251,17 @@ def mirror_command(args: list[str]) -> int:
         log(f"mirror: nothing to do, everything is cached in {MIRROR_DIR} ({elapsed:.1f}s)")
     if is_built():
         log(f"mirror: apt {APT_URL}/ (core:/stable:/..., debian), registry {REGISTRY}; `make lab-up` serves them")
+    if options.release and is_release_built(options.release):
+        release = builds.release(options.release)
+        log(
+            f"mirror: release {release.name}: {APT_URL}/{release.core_repo_path}/, "
+            f"{APT_URL}/{release.crio_repo_path}/, {APT_URL}/{release.calico_manifests_path}/, "
+            f"images {', '.join(_release_images(release))}"
+        )
     return 0
+
+
+def _release_images(release: builds.ReleaseSet) -> list[str]:
+    from lab.mirror import images
+
+    return images.release_images(release)

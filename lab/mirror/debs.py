@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.mirror import builds
+from lab.mirror.builds import DEFAULT, ReleaseSet
 from lab.mirror.distfiles import unpacked
 from lab.mirror.gobuild import build
 from lab.paths import CACHE
@@ -247,13 +247,14 @@ def _binary(directory: Path, name: str, target: str) -> dict[str, tuple[Path | N
     return {target: (directory / name, 0o755, None)}
 
 
-def crio_package() -> DebPackage:
-    crio = build(builds.CRIO)
-    tree = unpacked(builds.CRIO.source)  # type: ignore[arg-type]
+def crio_package(release: ReleaseSet = DEFAULT) -> DebPackage:
+    """The cri-o package of a release set (1.29's by default)."""
+    crio = build(release.crio)
+    tree = unpacked(release.crio.source)  # type: ignore[arg-type]
     service = (tree / "contrib/systemd/crio.service").read_text().replace("/usr/local/bin", "/usr/bin")
     return DebPackage(
         name="cri-o",
-        upstream_version=builds.CRIO_VERSION.lstrip("v"),
+        upstream_version=release.crio_version.lstrip("v"),
         section="admin",
         description="Open Container Initiative-based implementation of Kubernetes Container Runtime Interface\n"
         "CRI-O runs the containers of Kubernetes pods with an OCI runtime (runc) and conmon.",
@@ -294,14 +295,15 @@ def crio_package() -> DebPackage:
     )
 
 
-def packages() -> list[DebPackage]:
-    """The Kubernetes packages, built from the Go builds (which are made first if missing)."""
-    kubernetes = build(builds.KUBERNETES)
-    crictl = build(builds.CRICTL)
-    cni = build(builds.CNI_PLUGINS)
-    k8s_version = builds.KUBERNETES_VERSION.lstrip("v")
-    # kubernetes/release metadata.yaml, Kubernetes >= 1.28.0 < 1.30.0
-    kubernetes_cni_dep = "kubernetes-cni (>= 1.2.0)"
+def packages(release: ReleaseSet = DEFAULT) -> list[DebPackage]:
+    """A release set's Kubernetes packages (1.29's by default), built from the Go
+    builds (which are made first if missing)."""
+    kubernetes = build(release.kubernetes)
+    crictl = build(release.crictl)
+    cni = build(release.cni_plugins)
+    k8s_version = release.kubernetes_version.lstrip("v")
+    # kubernetes/release metadata.yaml for the minor (1.28-1.29: kubernetes-cni >= 1.2.0)
+    kubernetes_cni_dep = release.kubernetes_cni_dep
     return [
         DebPackage(
             name="kubeadm",
@@ -313,7 +315,7 @@ def packages() -> list[DebPackage]:
                 **_binary(kubernetes, "kubeadm", "usr/bin/kubeadm"),
                 f"{UNIT_DIR}/kubelet.service.d/10-kubeadm.conf": (None, 0o644, KUBEADM_DROPIN),
             },
-            depends=("kubelet (>= 1.19.0)", "kubectl (>= 1.19.0)", kubernetes_cni_dep, "cri-tools (>= 1.28.0)"),
+            depends=("kubelet (>= 1.19.0)", "kubectl (>= 1.19.0)", kubernetes_cni_dep, release.cri_tools_dep),
             scripts={"postinst": DAEMON_RELOAD, "postrm": DAEMON_RELOAD},
         ),
         DebPackage(
@@ -355,7 +357,7 @@ def packages() -> list[DebPackage]:
         ),
         DebPackage(
             name="cri-tools",
-            upstream_version=builds.CRICTL_VERSION.lstrip("v"),
+            upstream_version=release.crictl.version.lstrip("v"),
             section="admin",
             description="Command-line utility for interacting with a container runtime\n"
             "crictl talks to any CRI-compatible container runtime.",
@@ -363,11 +365,11 @@ def packages() -> list[DebPackage]:
         ),
         DebPackage(
             name="kubernetes-cni",
-            upstream_version=builds.CNI_PLUGINS_VERSION.lstrip("v"),
+            upstream_version=release.cni_plugins.version.lstrip("v"),
             section="net",
             description="Binaries required to provision kubernetes container networking\n"
             "The reference CNI plugins (bridge, host-local, loopback, portmap, ...) in /opt/cni/bin.",
-            files={f"opt/cni/bin/{name}": (cni / name, 0o755, None) for name in sorted(builds.CNI_PLUGINS.binaries)},
+            files={f"opt/cni/bin/{name}": (cni / name, 0o755, None) for name in sorted(release.cni_plugins.binaries)},
         ),
     ]
 

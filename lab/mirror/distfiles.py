@@ -61,6 +61,26 @@ CALICO_SOURCE = Distfile(
     top="calico-3.26.5",
 )
 
+# The sources of the 1.30 release set (lab.mirror.builds.RELEASE_1_30), built
+# only when asked for (`python -m lab mirror --release 1.30`).
+CRIO_1_30_SOURCE = Distfile(
+    filename="cri-o-1.30.14.tar.gz",
+    sha256="4d20517b7d4e169bbd998d2bdb0a321324465c50fe05aa04e23ecfadf0902780",
+    upstream="github.com/cri-o/cri-o",
+    tag="v1.30.14",
+    commit="0a197ae7193bed82f55ae3e16fdd69106ce45e3e",
+    top="cri-o-1.30.14",
+)
+
+CALICO_3_28_SOURCE = Distfile(
+    filename="calico-3.28.5.tar.gz",
+    sha256="c8ac6911c78ba2bcd642c0949bafcf5404827bd4711e84543cf14d2f8a5b1fb7",
+    upstream="github.com/projectcalico/calico",
+    tag="v3.28.5",
+    commit="1bf7ccd12971a007f5776e8edd992ced6317c187",
+    top="calico-3.28.5",
+)
+
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()

@@ -9,6 +9,8 @@ docker-registry (CACHE/mirror/registry) through a temporary registry on
 loopback; lab.mirror.commands serves that storage on the bridge. Names are what
 `kubeadm config images list --image-repository 10.77.0.1:5000` prints; the
 Calico images (lab.mirror.calico) are calico/<name> as in its manifest.
+Each function takes a release set (lab.mirror.builds.ReleaseSet), 1.29's by
+default; sets share the images whose tag is the same (pause 3.9).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from lab.mirror import builds, calico
+from lab.mirror import calico
 from lab.mirror.app_image import PODMAN_RUN_FLAGS, build_app_image, chart_app_version, import_rootfs_image
+from lab.mirror.builds import DEFAULT, ReleaseSet
 from lab.mirror.gobuild import build, go_env
 from lab.mirror.imagespec import LOCAL_PREFIX, ImageSpec
 from lab.nodes.rootfs import debootstrap
@@ -36,7 +39,7 @@ REGISTRY_STORAGE = MIRROR_DIR / "registry"
 IMAGES_DIR = MIRROR_DIR / "images"
 BASE_PACKAGES = ["ca-certificates", "conntrack", "iptables", "kmod"]
 APP_IMAGE = "tiny-http-app"
-PAUSE_VERSION = "3.9"
+PAUSE_VERSION = DEFAULT.pause_version
 
 
 def registry_config(address: str) -> str:
@@ -107,35 +110,44 @@ def base_image() -> str:
     return import_rootfs_image(root, f"{LOCAL_PREFIX}/base:{root.name.rsplit('-', 1)[-1]}")
 
 
-def kubernetes_source() -> Path:
+def kubernetes_source(release: ReleaseSet = DEFAULT) -> Path:
     """The pinned Kubernetes tag's source tree, from Go's module cache."""
     download = run(
-        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{builds.KUBERNETES_VERSION}"], capture=True, env=go_env()
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{release.kubernetes_version}"],
+        capture=True,
+        env=go_env(),
     )
     return Path(json.loads(download.stdout)["Dir"])
 
 
-def build_pause() -> Path:
+def _pause_release(release: ReleaseSet) -> ReleaseSet:
+    """The set whose Kubernetes tag builds release's pause: the default set's when
+    the tag is the same (one image per tag in the registry)."""
+    return DEFAULT if release.pause_version == DEFAULT.pause_version else release
+
+
+def build_pause(release: ReleaseSet = DEFAULT) -> Path:
     """Kubernetes' pause.c of the pinned tag, static, like build/pause/Makefile."""
-    source = kubernetes_source() / "build" / "pause" / "linux" / "pause.c"
-    output = IMAGES_DIR / f"pause-{PAUSE_VERSION}" / "pause"
+    release = _pause_release(release)
+    source = kubernetes_source(release) / "build" / "pause" / "linux" / "pause.c"
+    output = IMAGES_DIR / f"pause-{release.pause_version}" / "pause"
     stamp = output.with_name("pause.source")
     if output.is_file() and stamp.is_file() and stamp.read_text() == str(source):
         return output
-    with step(f"gcc -static pause {PAUSE_VERSION}"):
+    with step(f"gcc -static pause {release.pause_version}"):
         output.parent.mkdir(parents=True, exist_ok=True)
-        version = f"v{PAUSE_VERSION}-{builds.KUBERNETES_COMMIT[:7]}"
+        version = f"v{release.pause_version}-{release.kubernetes_commit[:7]}"
         run(["gcc", "-Os", "-Wall", "-Werror", "-static", f"-DVERSION={version}", "-o", output, source])
         run(["strip", output])
         stamp.write_text(str(source))
     return output
 
 
-def image_specs(base: str) -> list[ImageSpec]:
-    kubernetes = build(builds.KUBERNETES)
-    etcd = build(builds.ETCD)
-    coredns = build(builds.COREDNS)
-    tag = builds.KUBERNETES_VERSION
+def image_specs(base: str, release: ReleaseSet = DEFAULT) -> list[ImageSpec]:
+    kubernetes = build(release.kubernetes)
+    etcd = build(release.etcd)
+    coredns = build(release.coredns)
+    tag = release.kubernetes_version
     specs = []
     for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy"):
         # kubeadm's manifests call the binary by name (control plane) or by
@@ -152,7 +164,7 @@ def image_specs(base: str) -> list[ImageSpec]:
     specs.append(
         ImageSpec(
             name="etcd",
-            tag=builds.ETCD_IMAGE_TAG,
+            tag=release.etcd_image_tag,
             files={"etcd": etcd / "etcd", "etcdctl": etcd / "etcdctl"},
             containerfile=f"FROM {base}\nCOPY etcd etcdctl /usr/local/bin/\n"
             'ENTRYPOINT ["/usr/local/bin/etcd"]\nEXPOSE 2379 2380\n',
@@ -161,7 +173,7 @@ def image_specs(base: str) -> list[ImageSpec]:
     specs.append(
         ImageSpec(
             name="coredns",
-            tag=builds.COREDNS_VERSION,
+            tag=release.coredns.version,
             files={"coredns": coredns / "coredns"},
             containerfile=f'FROM {base}\nCOPY coredns /coredns\nEXPOSE 53 53/udp\nENTRYPOINT ["/coredns"]\n',
         )
@@ -169,8 +181,8 @@ def image_specs(base: str) -> list[ImageSpec]:
     specs.append(
         ImageSpec(
             name="pause",
-            tag=PAUSE_VERSION,
-            files={"pause": build_pause()},
+            tag=release.pause_version,
+            files={"pause": build_pause(release)},
             containerfile='FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n',
         )
     )
@@ -232,9 +244,9 @@ def _push_specs(specs: list[ImageSpec], registry: str) -> list[str]:
     return pushed
 
 
-def build_images(with_app: bool = True) -> list[str]:
-    """Build and push every image that is missing or stale; return the ones pushed."""
-    specs = [*image_specs(base_image()), *calico.image_specs()]
+def build_images(with_app: bool = True, release: ReleaseSet = DEFAULT) -> list[str]:
+    """Build and push every image of release that is missing or stale; return the ones pushed."""
+    specs = [*image_specs(base_image(), release), *calico.image_specs(release)]
     return push_images(specs, app_local=build_app_image() if with_app else None)
 
 
@@ -264,16 +276,11 @@ def push_images(specs: list[ImageSpec], app_local: str | None = None) -> list[st
     return pushed
 
 
+def release_images(release: ReleaseSet = DEFAULT) -> list[str]:
+    """name:tag of the images a release set puts in the registry (kubeadm's set and Calico's)."""
+    return [*release.kubeadm_images(), *calico.expected_images(release)]
+
+
 def expected_images() -> list[str]:
-    """name:tag of every image the registry must hold (kubeadm's set, Calico's and the app)."""
-    return [
-        f"kube-apiserver:{builds.KUBERNETES_VERSION}",
-        f"kube-controller-manager:{builds.KUBERNETES_VERSION}",
-        f"kube-scheduler:{builds.KUBERNETES_VERSION}",
-        f"kube-proxy:{builds.KUBERNETES_VERSION}",
-        f"coredns:{builds.COREDNS_VERSION}",
-        f"pause:{PAUSE_VERSION}",
-        f"etcd:{builds.ETCD_IMAGE_TAG}",
-        *calico.expected_images(),
-        f"{APP_IMAGE}:{chart_app_version()}",
-    ]
+    """name:tag of every image the registry must hold for `make mirror` (the default set's and the app)."""
+    return [*release_images(DEFAULT), f"{APP_IMAGE}:{chart_app_version()}"]
