@@ -199,8 +199,13 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
         # The last configuration measured is the one the cluster is left with; the page shows the
         # first one given (the inventory's when there is only one).
         for name, extra in project_configurations(options):
-            with step(f"{name}: worker outage, a worker with an app pod powered off under {options.rate:.0f} req/s"):
+            # A rollout first: its new pods spread one per worker (the chart's topology spread
+            # counts only the new ReplicaSet's), while a dead worker's replacement, and so a former
+            # outage, leaves every pod on the survivor, where losing that one node loses them all.
+            current = f"outage {name} {stamp}"
+            with step(f"{name}: spread the pods over the workers (deploy.yml rolls to {current!r})"):
                 run(deploy_argv(current, *extra), env=deploy_env(), cwd=REPO, capture=True)
+            with step(f"{name}: worker outage, a worker with an app pod powered off under {options.rate:.0f} req/s"):
                 measured = measure_worker_outage(
                     kubeconfig=kubeconfig,
                     message=current,

@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client, config
 
 from lab.bench.outage import measure_worker_outage
-from lab.cluster import KUBECONFIG
-from tests.conftest import LabCluster
+from lab.cluster import INVENTORY, KUBECONFIG
+from tests.conftest import VENV_BIN, LabCluster, run_tool
 
 pytestmark = pytest.mark.cluster
 
@@ -36,7 +36,12 @@ def outage(lab_cluster: LabCluster) -> dict[str, dict[str, object]]:
     service = core.read_namespaced_service(SERVICE, NAMESPACE)
     # the lab's inventory names its load balancer, so the app role chose Local
     assert service.spec.external_traffic_policy == "Local"
-    message = "hello-world"
+    # a rollout first spreads the pods one per worker (earlier tests may have left them on one)
+    message = "outage drill"
+    deployed = run_tool(
+        [VENV_BIN / "ansible-playbook", "-i", INVENTORY, "deploy.yml", "-e", f"app_message={message}"], check=False
+    )
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
     measured = measure_worker_outage(
         kubeconfig=KUBECONFIG,
         message=message,
