@@ -196,8 +196,8 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     outages: dict[str, dict[str, object]] = {}
     outages_by_configuration: dict[str, dict[str, dict[str, object]]] = {}
     if options.worker_outage:
-        # The last configuration measured is the one the cluster is left with; the page shows the
-        # first one given (the inventory's when there is only one).
+        # The last configuration measured is the one the cluster is left with, and the page's
+        # headline (give the inventory's choice last: --service-policies Cluster,Local).
         for name, extra in project_configurations(options):
             # A rollout first: its new pods spread one per worker (the chart's topology spread
             # counts only the new ReplicaSet's), while a dead worker's replacement, and so a former
@@ -222,8 +222,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 outages_by_configuration[name] = {
                     each.path: {**each.report(), "configuration": name} for each in measured
                 }
-        first = next(iter(outages_by_configuration.values()))
-        outages = first
+        outages = list(outages_by_configuration.values())[-1]
         # the page's table: what a user sees (through the balancer when there is one)
         outage = outages.get("balancer/new") or next(iter(outages.values()))
 
