@@ -139,8 +139,8 @@ def rollout_section(data: dict[str, Any]) -> list[str]:
             f"Probed at {cell(data.get('rate_per_s'))} requests/s on {cell(data.get('host'))}, from "
             f"{cell(data.get('seconds_before_upgrade'))} s before each upgrade until "
             f"{cell(data.get('seconds_after_old_pods_gone'))} s after the old pods were gone; "
-            f"a request without an answer in {cell(data.get('timeout_s'))} s is an error. "
-            f"Baseline: {code(data.get('baseline'))}.",
+            f"a request without an answer in {cell(data.get('timeout_s'))} s is an error."
+            + (f" Baseline: {code(data.get('baseline'))}." if data.get("baseline") else ""),
             "",
         ]
     if variants:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from lab.bench.outage import PATHS, measure_worker_outage, print_outage
 from lab.bench.report import plot, print_summary, write_csv
-from lab.bench.rollout import Rollout, deploy_argv, deploy_env, deploy_playbook, helm_control_argv, measure
+from lab.bench.rollout import Rollout, deploy_playbook, helm_control_argv, measure, run_deploy
 from lab.bench.watchers import PodWatcher
 from lab.cluster import CONTROL, KUBECONFIG, PROJECT, get_message, worker_address
 from lab.mirror.tools import tool_env
@@ -95,7 +95,7 @@ def time_unchanged(
     seconds, changed, exit_codes = [], [], []
     for _ in range(runs):
         started = time.monotonic()
-        result = run(deploy_argv(message, *extra, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
+        result = run_deploy(message, *extra, tree=tree, check=False)
         seconds.append(round(time.monotonic() - started, 2))
         changed.append(play_recap(result.stdout).get("localhost", {}).get("changed"))
         exit_codes.append(result.returncode)
@@ -128,7 +128,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
     current = get_message(app_host, app_port)
     if current is None:
         with step(f"deploy the app first (nothing answers at {app_host}:{app_port})"):
-            run(deploy_argv("hello-world"), env=tool_env(), cwd=REPO)
+            run_deploy("hello-world")
         current = get_message(app_host, app_port)
         if current is None:
             raise StepFailed(f"http://{app_host}:{app_port}/version does not answer after deploy.yml")
@@ -145,7 +145,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
             if not modes:
                 continue
             with step(f"{name}: settle on its configuration (an unmeasured deploy.yml with the same message)"):
-                run(deploy_argv(current, *extra, tree=tree), env=deploy_env(tree), cwd=tree, capture=True)
+                run_deploy(current, *extra, tree=tree)
             for mode in modes:
                 new = f"hola {name} {mode} {stamp}"
                 with step(f"{name}/{mode}: deploy.yml rolls {current!r} -> {new!r} under {options.rate:.0f} req/s"):
@@ -204,7 +204,7 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
             # outage, leaves every pod on the survivor, where losing that one node loses them all.
             current = f"outage {name} {stamp}"
             with step(f"{name}: spread the pods over the workers (deploy.yml rolls to {current!r})"):
-                run(deploy_argv(current, *extra), env=deploy_env(), cwd=REPO, capture=True)
+                run_deploy(current, *extra)
             with step(f"{name}: worker outage, a worker with an app pod powered off under {options.rate:.0f} req/s"):
                 measured = measure_worker_outage(
                     kubeconfig=kubeconfig,
@@ -243,7 +243,8 @@ def bench_rollout(options: argparse.Namespace) -> list[dict[str, object]]:
                 "host": f"{app_host}:{app_port} ({'the load balancer' if balanced else 'NodePort on a worker'})",
                 "variants": {r["variant"]: r for r in reports},
                 "deploy_with_the_same_message": unchanged,
-                "baseline": options.baseline or None,
+                # named only when its variants were measured
+                "baseline": options.baseline if options.baseline and options.baseline_modes else None,
             }
         )
         plot(reports, REPORTS / "rollout.png")

@@ -20,7 +20,7 @@ from lab.mirror.tools import tool_env
 from lab.nodes.nspawn import is_running
 from lab.nodes.topology import Lab
 from lab.paths import REPO
-from lab.run import StepFailed
+from lab.run import StepFailed, run
 
 SEED_CHART = Path(__file__).resolve().parent / "seed_chart"
 ROLLOUT_TIMEOUT = 600.0
@@ -271,6 +271,14 @@ def deploy_argv(message: str, *extra: str, tree: Path = REPO) -> list[str]:
 def deploy_env(tree: Path = REPO) -> dict[str, str]:
     """The tools, and the roles of tree (ansible.cfg's roles_path names this checkout's)."""
     return tool_env(ANSIBLE_ROLES_PATH=str(tree / "roles"))
+
+
+def run_deploy(message: str, *extra: str, tree: Path = REPO, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """deploy.yml of tree run to its end, its output kept; with check, a failure raises with the play's last lines."""
+    result = run(deploy_argv(message, *extra, tree=tree), env=deploy_env(tree), cwd=tree, capture=True, check=False)
+    if check and result.returncode != 0:
+        raise StepFailed(f"deploy.yml failed ({result.returncode}):\n{result.stdout[-3000:]}")
+    return result
 
 
 def deploy_playbook(message: str, *extra: str, tree: Path = REPO) -> subprocess.Popen[str]:

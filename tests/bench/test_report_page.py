@@ -156,6 +156,16 @@ def test_a_run_without_the_outage_says_how_to_measure_it(tmp_path: Path):
     assert "`make bench-rollout ARGS=--worker-outage` adds it" in page
 
 
+def test_the_baseline_is_named_only_when_it_was_measured(tmp_path: Path):
+    document = rollout_document(with_outage=False)
+    write(tmp_path, "rollout.json", document)
+    assert "Baseline: `fb930702" in report.render_page(tmp_path, date="d", commit="c")
+    document["baseline"] = None  # what bench-rollout writes with --baseline-modes=
+    document["variants"] = {k: v for k, v in document["variants"].items() if not k.startswith("baseline/")}
+    write(tmp_path, "rollout.json", document)
+    assert "Baseline" not in report.render_page(tmp_path, date="d", commit="c")
+
+
 def test_missing_keys_show_as_dashes(tmp_path: Path):
     write(tmp_path, "rollout.json", {"variants": {"project/new": {"variant": "project/new", "phases": {"floor": 3}}}})
     write(tmp_path, "conformance.json", {"tests": [{"state": "failed"}]})
