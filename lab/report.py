@@ -54,6 +54,7 @@ OUTAGE_LABELS: dict[str, str] = {
     "stopped_node": "worker powered off",
     "probed_node": "worker probed",
     "replicas": "ready replicas before",
+    "ready_pods_by_node": "ready pods by node before",
     "requests": "requests",
     "errors": "errors",
     "error_kinds": "error kinds",

@@ -36,6 +36,8 @@ class WorkerOutage:
     whole_at: float | None = None
     restarted_ready_seconds: float | None = None
     measured_at: str = ""
+    # node -> ready app pods on it at the poweroff (with one node holding every pod, its loss is total)
+    pods_by_node: dict[str, int] = field(default_factory=dict)
 
     def report(self) -> dict[str, object]:
         def since(at: float | None) -> float | None:
@@ -48,6 +50,7 @@ class WorkerOutage:
             "stopped_node": self.stopped_node,
             "probed_node": self.probed_node,
             "replicas": self.replicas,
+            "ready_pods_by_node": dict(self.pods_by_node),
             **summarize(self.samples),
             "seconds_until_whole": since(self.whole_at),
             "whole_within_timeout": self.whole_at is not None,
@@ -113,12 +116,16 @@ def measure_worker_outage(
         endpoints["balancer"] = (f"load balancer {balanced[0]}:{balanced[1]}", *balanced)
     wanted = [p for p in (paths or list(PATHS)) if PATHS[p][0] in endpoints]
     measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pods_by_node = {node: sum(p.node == node for p in ready) for node in sorted({p.node for p in ready})}
+    log(f"ready app pods by node at the poweroff: {pods_by_node}; powering off {stopped}, probing {probed}")
     outages: list[WorkerOutage] = []
     probers: list[Prober] = []
     for path in wanted:
         target, mode = PATHS[path]
         label, host, port = endpoints[target]
-        outages.append(WorkerOutage(stopped, label, len(ready), message, path, measured_at=measured_at))
+        outages.append(
+            WorkerOutage(stopped, label, len(ready), message, path, measured_at=measured_at, pods_by_node=pods_by_node)
+        )
         probers.append(Prober(host, port, rate=rate, mode=mode, expected={message}))
     timing = outages[0]
     for prober in probers:

@@ -71,6 +71,7 @@ def outage() -> WorkerOutage:
         samples=samples(poweroff, "m", "m", 0.0),
         poweroff_at=poweroff,
         measured_at="2026-01-01T00:00:00Z",
+        pods_by_node={"lab-worker-1": 1, "lab-worker-2": 1},
     )
     measured.node_not_ready_at, measured.pod_unready_at, measured.whole_at = poweroff + 41, poweroff + 42, None
     measured.restarted_ready_seconds = 2.5
@@ -133,6 +134,7 @@ def test_every_report_rendered_with_its_key_figures(tmp_path: Path):
     assert "| endpoint propagation (deletion -> no node routes to it) | 1.2 | 1.2 |" in page
     assert "| rollout / floor |" in page
     # the unchanged deploy.yml and the worker outage
+    assert "| ready pods by node before | lab-worker-1 1, lab-worker-2 1 |" in page
     assert "| project | 4.7 | 4.8 | 4.7, 4.6, 4.8 | 0 | 0 |" in page
     assert "| worker powered off | lab-worker-2 |" in page
     assert "| node NotReady at (s) | 41 |" in page

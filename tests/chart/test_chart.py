@@ -247,7 +247,10 @@ def test_rollout_settings_for_zero_downtime():
     assert pre_stop == ["sleep", "10"]
     graceful = int(next(e["value"] for e in container["env"] if e["name"] == "GRACEFUL_TIMEOUT"))
     assert pod["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + graceful + 5
-    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    spread = pod["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    # replicas on distinct nodes, counting only nodes a pod may be scheduled on (not a dead or cordoned one)
+    assert (spread["whenUnsatisfiable"], spread["nodeTaintsPolicy"]) == ("DoNotSchedule", "Honor")
     budget = find(render(), "PodDisruptionBudget")["spec"]
     # a drain evicts one pod at a time, and a pod that is not ready never holds it up
     assert budget["maxUnavailable"] == 1
@@ -397,10 +400,10 @@ AS_GIVEN = [
     (["--set", "rollout.revisionHistoryLimit=3"], "Deployment", "spec.revisionHistoryLimit", 3),
     (["--set", "topologySpread.maxSkew=2"], "Deployment", "spec.template.spec.topologySpreadConstraints.0.maxSkew", 2),
     (
-        ["--set", "topologySpread.whenUnsatisfiable=DoNotSchedule"],
+        ["--set", "topologySpread.whenUnsatisfiable=ScheduleAnyway"],
         "Deployment",
         "spec.template.spec.topologySpreadConstraints.0.whenUnsatisfiable",
-        "DoNotSchedule",
+        "ScheduleAnyway",
     ),
     (["--set", "service.externalTrafficPolicy=Local"], "Service", "spec.externalTrafficPolicy", "Local"),
     (["--set", "podDisruptionBudget.maxUnavailable=2"], "PodDisruptionBudget", "spec.maxUnavailable", 2),
