@@ -13,8 +13,9 @@ import pytest
 from kubernetes import client, config
 
 from lab.bench.outage import measure_worker_outage
-from lab.cluster import INVENTORY, KUBECONFIG
-from tests.conftest import VENV_BIN, LabCluster, run_tool
+from lab.bench.rollout import run_deploy
+from lab.cluster import KUBECONFIG
+from tests.conftest import LabCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -37,11 +38,9 @@ def outage(lab_cluster: LabCluster) -> dict[str, dict[str, object]]:
     # the lab's inventory names its load balancer, so the app role chose Local
     assert service.spec.external_traffic_policy == "Local"
     # a rollout first spreads the pods one per worker (earlier tests may have left them on one)
+    # (through a file, byte for byte: `-e app_message=outage drill` would deploy "outage")
     message = "outage drill"
-    deployed = run_tool(
-        [VENV_BIN / "ansible-playbook", "-i", INVENTORY, "deploy.yml", "-e", f"app_message={message}"], check=False
-    )
-    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    run_deploy(message)
     measured = measure_worker_outage(
         kubeconfig=KUBECONFIG,
         message=message,
