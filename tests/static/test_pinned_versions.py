@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from lab.mirror import apt, builds, images, tools
+from lab.mirror.commands import APT_URL
 from lab.paths import REPO
 
 pytestmark = pytest.mark.static
@@ -33,10 +34,8 @@ def minor(version: str) -> str:
     return f"v{major}.{minor_number}"
 
 
-def crio_repo_minor(url: object) -> str:
-    match = re.search(r"/stable:/(v\d+\.\d+)/deb", str(url))
-    assert match, f"no isv:/cri-o:/stable:/vX.Y/deb path in {url}"
-    return match.group(1)
+CLUSTER_VARS = defaults("roles/cluster/vars/main.yml")
+MASTER_VARS = defaults("roles/master/vars/main.yml")
 
 
 def test_kubernetes_the_lab_builds_is_what_the_roles_install():
@@ -44,16 +43,33 @@ def test_kubernetes_the_lab_builds_is_what_the_roles_install():
     assert f"core:/stable:/{minor(builds.KUBERNETES_VERSION)}/deb" == apt.CORE_REPO_PATH
 
 
-def test_crio_matches_the_kubernetes_minor_on_both_sides():
-    # CRI-O follows Kubernetes' minor; the repository path names it
-    assert minor(builds.CRIO_VERSION) == minor(builds.KUBERNETES_VERSION)
-    assert crio_repo_minor(CLUSTER["cluster_crio_apt_base_url"]) == minor(builds.CRIO_VERSION)
-    assert crio_repo_minor(LAB_VARS["cluster_crio_apt_base_url"]) == minor(builds.CRIO_VERSION)
-    assert f"/stable:/{minor(builds.CRIO_VERSION)}/deb" in apt.CRIO_REPO_PATH
+def test_the_repositories_follow_the_minor_under_bases_laid_out_like_the_mirrors():
+    # the settings are bases; the minor's path is derived in one place (roles/cluster/vars/main.yml)
+    for url in (CLUSTER["cluster_kubernetes_apt_base_url"], CLUSTER["cluster_crio_apt_base_url"]):
+        assert not re.search(r"v\d+\.\d+", str(url)), url
+    assert "/core:/stable:/v{{ cluster_kubernetes_minor }}/deb/" in CLUSTER_VARS["cluster_kubernetes_apt_repository_url"]
+    assert "'/isv:/cri-o:/stable:/v' ~ cluster_kubernetes_minor ~ '/deb/'" in CLUSTER_VARS["cluster_crio_apt_repository_url"]
+    # the lab's bases, with the derived paths, are where the mirror serves every release set
+    for release in builds.RELEASES.values():
+        crio_path = f"isv:/cri-o:/stable:/{release.crio_minor}/deb"
+        assert f"{LAB_VARS['cluster_crio_apt_base_url']}/{crio_path}" == f"{APT_URL}/{release.crio_repo_path}"
+        core_path = f"core:/stable:/{release.kubernetes_minor}/deb"
+        assert f"{LAB_VARS['cluster_kubernetes_apt_base_url']}/{core_path}" == f"{APT_URL}/{release.core_repo_path}"
 
 
-def test_calico_the_lab_builds_is_what_the_master_role_applies():
-    assert defaults("roles/master/defaults/main.yml")["master_calico_version"] == builds.CALICO_VERSION
+def test_crio_matches_the_kubernetes_minor_in_every_release_set():
+    # CRI-O follows Kubernetes' minor: the roles install cri-o=<minor>.* from <base>/isv:/cri-o:/stable:/v<minor>/deb/
+    for release in builds.RELEASES.values():
+        assert release.crio_minor == release.kubernetes_minor, release.name
+
+
+def test_calico_the_lab_builds_is_what_the_master_role_applies_for_each_minor():
+    versions = MASTER_VARS["_master_calico_versions"]
+    assert set(versions) == set(builds.RELEASES)
+    for name, release in builds.RELEASES.items():
+        assert versions[name] == release.calico_version, name
+        assert MASTER_VARS["_master_calico_manifest_sha256"][release.calico_version] == release.calico_manifest_sha256
+    assert builds.DEFAULT.calico_version == builds.CALICO_VERSION
 
 
 def test_helm_and_helm_diff_the_lab_builds_are_what_the_app_role_pins():
