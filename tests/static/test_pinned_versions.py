@@ -26,16 +26,14 @@ def defaults(path: str) -> dict[str, object]:
 
 CLUSTER = defaults("roles/cluster/defaults/main.yml")
 LAB_VARS = defaults("inventory/lab/group_vars/all.yml")
+CLUSTER_VARS = defaults("roles/cluster/vars/main.yml")
+MASTER_VARS = defaults("roles/master/vars/main.yml")
 
 
 def minor(version: str) -> str:
     """v1.29.15 / 1.29.15 -> v1.29"""
     major, minor_number = version.lstrip("v").split(".")[:2]
     return f"v{major}.{minor_number}"
-
-
-CLUSTER_VARS = defaults("roles/cluster/vars/main.yml")
-MASTER_VARS = defaults("roles/master/vars/main.yml")
 
 
 def test_kubernetes_the_lab_builds_is_what_the_roles_install():
@@ -47,8 +45,9 @@ def test_the_repositories_follow_the_minor_under_bases_laid_out_like_the_mirrors
     # the settings are bases; the minor's path is derived in one place (roles/cluster/vars/main.yml)
     for url in (CLUSTER["cluster_kubernetes_apt_base_url"], CLUSTER["cluster_crio_apt_base_url"]):
         assert not re.search(r"v\d+\.\d+", str(url)), url
-    assert "/core:/stable:/v{{ cluster_kubernetes_minor }}/deb/" in CLUSTER_VARS["cluster_kubernetes_apt_repository_url"]
-    assert "'/isv:/cri-o:/stable:/v' ~ cluster_kubernetes_minor ~ '/deb/'" in CLUSTER_VARS["cluster_crio_apt_repository_url"]
+    kubernetes_url, crio_url = (CLUSTER_VARS[f"cluster_{name}_apt_repository_url"] for name in ("kubernetes", "crio"))
+    assert "/core:/stable:/v{{ cluster_kubernetes_minor }}/deb/" in kubernetes_url
+    assert "'/isv:/cri-o:/stable:/v' ~ cluster_kubernetes_minor ~ '/deb/'" in crio_url
     # the lab's bases, with the derived paths, are where the mirror serves every release set
     for release in builds.RELEASES.values():
         crio_path = f"isv:/cri-o:/stable:/{release.crio_minor}/deb"
