@@ -110,7 +110,7 @@ def upgrade_lab() -> Iterator[UpgradeLab]:
         try:
             # the lab's settings (mirror, registry, node quirks), beside the inventory `lab up` wrote
             group_vars = topology.inventory.parent / "group_vars"
-            if not group_vars.exists():
+            if not group_vars.is_symlink():
                 group_vars.symlink_to(REPO / "inventory" / "lab" / "group_vars", target_is_directory=True)
             inventory = topology.inventory
             settings = yaml.safe_load(inventory.read_text())["all"]["vars"]
