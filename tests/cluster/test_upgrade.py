@@ -192,7 +192,15 @@ def test_a_second_upgrade_run_changes_nothing_but_the_backup(upgraded: Upgraded,
 
 
 def test_site_yml_with_the_new_version_changes_nothing(upgraded: Upgraded):
-    result = playbook(upgraded.lab.inventory, "site.yml", "-e", f"cluster_kubernetes_version={TARGET_VERSION}")
+    # the app's play too: with the message it serves (site.yml's default would deploy another)
+    result = playbook(
+        upgraded.lab.inventory,
+        "site.yml",
+        "-e",
+        f"cluster_kubernetes_version={TARGET_VERSION}",
+        "-e",
+        f"app_message={MESSAGE}",
+    )
     output = succeeded(result, f"site.yml with {TARGET_VERSION}")
     recap = play_recap(output)
     assert recap and all(counts["changed"] == 0 for counts in recap.values()), changed_outside(output, set())
