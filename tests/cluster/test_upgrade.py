@@ -1,6 +1,6 @@
 """upgrade.yml for real (issue 20): a 1.29.15 cluster with the app, moved to 1.30.14 under 100 requests/s.
 
-Runs on its own lab (LAB_NAME=labupgrade, 10.83.0.0/24), from fresh nodes, so the default lab the other tests
+Runs on its own lab (LAB_NAME=labupgr, 10.83.0.0/24), from fresh nodes, so the default lab the other tests
 share is never upgraded; the mirror (served on the default lab's bridge) must serve the 1.30 release set, which
 the fixture builds when it is missing. Asserted: no request failed through the lab's load balancer, every node's
 kubelet and CRI-O and every kube-apiserver at the target, no node left cordoned or marked, and a second run of
@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"), reason="needs root and nspawn"),
 ]
 
-UPGRADE_LAB = {"LAB_NAME": "labupgrade", "LAB_SUBNET": "10.83.0.0/24"}
+UPGRADE_LAB = {"LAB_NAME": "labupgr", "LAB_SUBNET": "10.83.0.0/24"}
 NODES = 3
 FROM_VERSION = "1.29.15"
 TARGET_VERSION = "1.30.14"
