@@ -129,19 +129,30 @@ def upgraded(upgrade_lab: UpgradeLab, tmp_path_factory: pytest.TempPathFactory) 
     assert len(versions) == NODES and set(versions.values()) == {f"v{FROM_VERSION}"}, versions
     host, port = upgrade_lab.app.rsplit(":", 1)
     prober = Prober(host, int(port), rate=RATE, expected={MESSAGE}).start()
+    wall_minus_monotonic = time.time() - time.monotonic()
     try:
         time.sleep(5)  # a baseline before the first change
-        result = playbook(
-            upgrade_lab.inventory,
-            "upgrade.yml",
-            "-e",
-            f"cluster_kubernetes_version={TARGET_VERSION}",
-            "-e",
-            f"etcd_backup_dir={tmp_path_factory.mktemp('backups')}",
+        backups = tmp_path_factory.mktemp("backups")
+        result = run_tool(
+            [
+                *(VENV_BIN / "ansible-playbook", "-i", upgrade_lab.inventory, "upgrade.yml"),
+                *("-e", f"cluster_kubernetes_version={TARGET_VERSION}", "-e", f"etcd_backup_dir={backups}"),
+            ],
+            check=False,
+            # each task's start time in the output, to place a failed request
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
         )
         time.sleep(5)  # and after the last uncordon
     finally:
         samples = prober.stop()
+    log = tmp_path_factory.mktemp("upgrade") / "upgrade.log"
+    log.write_text(result.stdout)
+    failed = [
+        f"{time.strftime('%H:%M:%S', time.gmtime(s.sent + wall_minus_monotonic))} {s.kind} {s.detail}"
+        for s in samples
+        if not s.ok
+    ]
+    print(f"\nupgrade.yml output (task start times): {log}; failed requests (UTC): {failed}")
     output = succeeded(result, f"upgrade.yml to {TARGET_VERSION}")
     return Upgraded(upgrade_lab, output, summarize(samples), core)
 
